@@ -1,0 +1,21 @@
+# flowprobe: train → activations.h5 → probes, saturation, CKA, gradients, ablation → tables → figures.
+# Every stage is a cached file; each rule's params hold only the config values it uses.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/activations.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,119 @@
+"""Reading activations.h5 (the data contract of DESIGN.md §4).
+
+Layout: /labels/{split}, /indices/{split}, /layers/{probe_point}/{split} [N, D] with the
+probe point's metadata as attrs, /output/{split} [N, classes]; root attrs hold the run
+config (JSON), dataset, resolution, test accuracy, seed, code version and the ordered
+list of probe points. Every analysis reads probe points from here, never from the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from flowprobe.errors import ActivationFileError
+
+SPLITS = ("train", "test")
+POINT_COLUMNS = [
+    "probe_point",
+    "stage",
+    "block",
+    "pathway",
+    "position",
+    "kind",
+    "receptive_field",
+    "input_receptive_field",
+    "border_layer",
+]
+REQUIRED_ROOT_ATTRS = ("probe_points", "resolution", "test_accuracy", "seed", "complete")
+
+
+def open_activations(path: str | Path) -> h5py.File:
+    """Open an activations file read-only and check it honours the contract."""
+    path = Path(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as err:
+        raise ActivationFileError(
+            f"{path}: cannot be read as HDF5 ({err}); delete it and rerun the activations rule"
+        ) from None
+    try:
+        _check_contract(h5, path)
+    except ActivationFileError:
+        h5.close()
+        raise
+    return h5
+
+
+def _check_contract(h5: h5py.File, path: Path) -> None:
+    for attr in REQUIRED_ROOT_ATTRS:
+        if attr not in h5.attrs:
+            raise ActivationFileError(
+                f"{path}: root attribute '{attr}' is missing (incomplete or foreign file); "
+                "delete it and rerun the activations rule"
+            )
+    if not bool(h5.attrs["complete"]):
+        raise ActivationFileError(f"{path}: the dump was interrupted (complete=False); rerun it")
+    required = [f"labels/{s}" for s in SPLITS] + [f"output/{s}" for s in SPLITS]
+    required += [f"layers/{p}/{s}" for p in probe_point_names(h5) for s in SPLITS]
+    for name in required:
+        if name not in h5:
+            raise ActivationFileError(
+                f"{path}: dataset '/{name}' is missing; delete the file and rerun the activations rule"
+            )
+
+
+def probe_point_names(h5: h5py.File) -> list[str]:
+    """Probe point names in forward order."""
+    return list(json.loads(h5.attrs["probe_points"]))
+
+
+def point_frame(h5: h5py.File) -> pd.DataFrame:
+    """One row per probe point with the metadata columns every analysis table carries."""
+    rows = []
+    for name in probe_point_names(h5):
+        attrs = h5[f"layers/{name}"].attrs
+        row = {"probe_point": name}
+        row.update({c: _plain(attrs[c]) for c in POINT_COLUMNS[1:]})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def layer_shape(h5: h5py.File, name: str) -> tuple[int, ...]:
+    """(C, H, W) of the reduced feature map stored for `name`, or (D,) for vectors."""
+    return tuple(int(v) for v in h5[f"layers/{name}"].attrs["stored_shape"])
+
+
+def features(h5: h5py.File, name: str, split: str) -> np.ndarray:
+    """[N, D] features of one probe point (float32 as stored)."""
+    return h5[f"layers/{name}/{split}"][...]
+
+
+def labels(h5: h5py.File, split: str) -> np.ndarray:
+    return h5[f"labels/{split}"][...].astype(np.int64)
+
+
+def outputs(h5: h5py.File, split: str) -> np.ndarray:
+    return h5[f"output/{split}"][...]
+
+
+def run_attrs(h5: h5py.File) -> dict:
+    """Root attributes as plain Python values (config decoded from JSON)."""
+    out = {k: _plain(v) for k, v in h5.attrs.items()}
+    if "config" in out:
+        out["config"] = json.loads(out["config"])
+    return out
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,77 @@
+"""Aggregating per-run analysis CSVs into one long table per figure.
+
+One row per run × seed × probe point (or per heatmap cell / ablation target), with the run's
+model spec and final test accuracy, so a figure is drawn from its table alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from flowprobe.h5io import POINT_COLUMNS
+
+# The per-run analysis files each kind of figure reads (besides train_log.csv).
+FIGURE_INPUTS = {
+    "layer_probes": ["probes.csv"],
+    "pathway_probes": ["probes.csv"],
+    "saturation_probes": ["probes.csv", "saturation.csv"],
+    "gradients": ["probes.csv", "gradients.csv"],
+    "cka_output": ["probes.csv", "cka_output.csv"],
+    "cka_pathways": ["cka_pathways.csv"],
+    "ablation": ["ablation.csv"],
+}
+RUN_COLUMNS = ["run", "seed", "model", "test_accuracy"]
+
+
+def final_test_accuracy(train_log: str) -> float:
+    """Test accuracy after the last finished epoch (NaN for a run that diverged at once)."""
+    log = pd.read_csv(train_log)
+    return float(log["test_acc"].iloc[-1]) if len(log) else float("nan")
+
+
+def merge_point_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Join analyses of one run on the probe-point metadata; the first table wins on clashes."""
+    merged = frames[0]
+    for frame in frames[1:]:
+        keys = [c for c in POINT_COLUMNS if c in merged and c in frame]
+        extra = [c for c in frame.columns if c not in merged.columns]
+        merged = merged.merge(frame[keys + extra], on=keys, how="left", validate="one_to_one")
+    return merged
+
+
+def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
+    """Long table of a figure from its members ({run, seed, model, files: {name: path}})."""
+    rows = []
+    for member in members:
+        files = member["files"]
+        frames = [pd.read_csv(files[name]) for name in FIGURE_INPUTS[kind]]
+        table = merge_point_tables(frames) if "probe_point" in frames[0] else frames[0]
+        label = {
+            "run": member["run"],
+            "seed": member["seed"],
+            "model": member["model"],
+            "test_accuracy": final_test_accuracy(files["train_log.csv"]),
+        }
+        for i, (col, value) in enumerate(label.items()):
+            table.insert(i, col, value)
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True)
+
+
+def summarise(table: pd.DataFrame, value_columns: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds of `value_columns`, per run and probe point (std NaN for one seed)."""
+    keys = [c for c in ["run", "model", *POINT_COLUMNS] if c in table]
+    grouped = table.groupby(keys, sort=False, dropna=False)[value_columns]
+    out = grouped.agg(["mean", "std"])
+    out.columns = [f"{col}_{stat}" for col, stat in out.columns]
+    out["n_seeds"] = grouped.size().to_numpy()
+    return out.reset_index()
+
+
+def accuracy_label(table: pd.DataFrame) -> str:
+    """'83.4%' or '83.4 ± 0.5%' over the seeds present in `table`."""
+    accs = table.drop_duplicates(["run", "seed"])["test_accuracy"].to_numpy() * 100
+    if len(accs) > 1:
+        return f"{np.nanmean(accs):.1f} ± {np.nanstd(accs, ddof=1):.1f}%"
+    return f"{accs[0]:.1f}%"

@@ -1,0 +1,147 @@
+# Analyses of one run × seed. Each reads activations.h5 (or model.pt) and writes one CSV.
+
+
+rule probes:
+    """Multinomial logistic-regression probe per probe point (train and test accuracy)."""
+    input:
+        h5=run_file("activations.h5"),
+    output:
+        csv=run_file("probes.csv"),
+    params:
+        probes=config["probes"],
+        device=config["device"],
+    log:
+        log_file("probes"),
+    benchmark:
+        bench_file("probes")
+    resources:
+        runtime=60,
+        mem_mb=8000,
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/probes.py"
+
+
+rule saturation:
+    """PCA saturation (intrinsic dimension / width) per probe point, channelwise on conv maps."""
+    input:
+        h5=run_file("activations.h5"),
+    output:
+        csv=run_file("saturation.csv"),
+    params:
+        saturation=config["saturation"],
+    log:
+        log_file("saturation"),
+    benchmark:
+        bench_file("saturation")
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/saturation.py"
+
+
+rule cka_output:
+    """Linear CKA of every probe point with the network's output (logits)."""
+    input:
+        h5=run_file("activations.h5"),
+    output:
+        csv=run_file("cka_output.csv"),
+    params:
+        split=config["cka"]["split"],
+        debiased=config["cka"]["debiased"],
+    log:
+        log_file("cka_output"),
+    benchmark:
+        bench_file("cka_output")
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/cka_output.py"
+
+
+rule cka_pathways:
+    """Layer × layer minibatch CKA between two pathways of one block (the study's Fig. 9)."""
+    input:
+        h5=run_file("activations.h5"),
+    output:
+        csv=run_file("cka_pathways.csv"),
+    params:
+        split=config["cka"]["split"],
+        pathways=config["cka"]["pathways"],
+        batch_size=config["cka"]["batch_size"],
+    log:
+        log_file("cka_pathways"),
+    benchmark:
+        bench_file("cka_pathways")
+    resources:
+        runtime=30,
+        mem_mb=4000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/cka_pathways.py"
+
+
+rule gradients:
+    """Mean |gradient| through every probe point of the trained model (no optimizer steps)."""
+    input:
+        model=run_file("model.pt"),
+    output:
+        csv=run_file("gradients.csv"),
+    params:
+        run=data_params,
+        gradients=config["gradients"],
+        seed=lambda w: int(w.seed),
+        data_root=config["data_root"],
+        download=config["download"],
+        device=config["device"],
+    log:
+        log_file("gradients"),
+    benchmark:
+        bench_file("gradients")
+    resources:
+        runtime=30,
+        mem_mb=8000,
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/gradients.py"
+
+
+rule ablation:
+    """Test accuracy with each non-trunk pathway zeroed before its merge, per block and everywhere."""
+    input:
+        model=run_file("model.pt"),
+    output:
+        csv=run_file("ablation.csv"),
+    params:
+        run=data_params,
+        ablation=config["ablation"],
+        seed=lambda w: int(w.seed),
+        data_root=config["data_root"],
+        download=config["download"],
+        device=config["device"],
+    log:
+        log_file("ablation"),
+    benchmark:
+        bench_file("ablation")
+    resources:
+        runtime=60,
+        mem_mb=8000,
+    threads: 2
+    conda:
+        ENV
+    script:
+        "../scripts/ablation.py"

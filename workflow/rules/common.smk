@@ -1,0 +1,81 @@
+# Config validation, paths and every input/param function of the workflow.
+import os
+import sys
+from pathlib import Path
+
+# The library lives in this checkout; make it importable even without `pip install -e .`.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+
+from flowprobe.config import load_config
+from flowprobe.errors import ConfigError
+from flowprobe.tables import FIGURE_INPUTS
+
+try:
+    config = load_config(config)
+except ConfigError as err:
+    # One clear line before any job is scheduled; nothing computed is touched.
+    sys.stderr.write(f"flowprobe: {err}\n")
+    sys.exit(1)
+
+# Jobs import flowprobe from this checkout, whatever environment runs them (venv, conda, Slurm).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")] if p
+)
+
+RUN_DIR = "results/runs/{run}/seed{seed}"
+ENV = "../../envs/flowprobe.yaml"
+
+wildcard_constraints:
+    run="[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+    figure="[A-Za-z0-9_-]+",
+
+
+def run_cfg(wildcards):
+    return config["runs"][wildcards.run]
+
+
+def run_file(name):
+    return f"{RUN_DIR}/{name}"
+
+
+def log_file(stage):
+    return f"results/logs/{stage}/{{run}}_seed{{seed}}.log"
+
+
+def bench_file(stage):
+    return f"results/benchmarks/{stage}/{{run}}_seed{{seed}}.tsv"
+
+
+def data_params(wildcards):
+    """What identifies a run's data: dataset, resolution, channels, subset, roots."""
+    run = run_cfg(wildcards)
+    keys = ("model", "model_options", "dataset", "dataset_variant", "dataset_root", "resolution", "channels", "max_per_class")
+    return {k: run[k] for k in keys}
+
+
+def figure_members(wildcards):
+    """One entry per run × seed of a figure: its label and the analysis files it contributes."""
+    fig = config["figures"][wildcards.figure]
+    names = ["train_log.csv", *FIGURE_INPUTS[fig["kind"]]]
+    return [
+        {
+            "run": run,
+            "seed": seed,
+            "model": config["runs"][run]["model"],
+            "files": {n: run_file(n).format(run=run, seed=seed) for n in names},
+        }
+        for run in fig["runs"]
+        for seed in config["runs"][run]["seeds"]
+    ]
+
+
+def figure_inputs(wildcards):
+    return [path for member in figure_members(wildcards) for path in member["files"].values()]
+
+
+def all_targets():
+    figs = [f"results/figures/{name}.pdf" for name in config["figures"]]
+    if figs:
+        return figs
+    return [run_file("probes.csv").format(run=r, seed=s) for r, c in config["runs"].items() for s in c["seeds"]]

@@ -1,0 +1,48 @@
+# Aggregation of the runs a figure needs into one table, and the figure drawn from it.
+
+
+rule table:
+    """results/tables/{figure}.csv: the figure's per-run analyses, one row per run × seed × probe point."""
+    input:
+        figure_inputs,
+    output:
+        csv="results/tables/{figure}.csv",
+    params:
+        kind=lambda w: config["figures"][w.figure]["kind"],
+        members=figure_members,
+    log:
+        "results/logs/table/{figure}.log",
+    benchmark:
+        "results/benchmarks/table/{figure}.tsv"
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/table.py"
+
+
+rule figure:
+    """results/figures/{figure}.pdf (+ .png) drawn from its table."""
+    input:
+        csv="results/tables/{figure}.csv",
+    output:
+        pdf=report("results/figures/{figure}.pdf", caption="../report/figure.rst", category="Figures"),
+        png="results/figures/{figure}.png",
+    params:
+        kind=lambda w: config["figures"][w.figure]["kind"],
+        title=lambda w: config["figures"][w.figure].get("title", w.figure),
+    log:
+        "results/logs/figure/{figure}.log",
+    benchmark:
+        "results/benchmarks/figure/{figure}.tsv"
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,22 @@
+"""Dump activations.h5 of one trained run × seed (see workflow/rules/activations.smk)."""
+from flowprobe.activations import dump_activations
+from flowprobe.workflow import load_trained, run_data, setup_logging
+
+sm = snakemake  # noqa: F821
+log = setup_logging(sm.log[0])
+p = sm.params
+model, record = load_trained(sm.input.model, p.device)
+data = run_data(p.run, p.data_root, p.download, max_per_class=p.activations["max_per_class"])
+attrs = {
+    "config": record["run"],
+    "run": sm.wildcards.run,
+    "seed": p.seed,
+    "resolution": p.run["resolution"],
+    "test_accuracy": float(record["summary"]["test_accuracy"]),
+    "diverged": bool(record["summary"]["diverged"]),
+}
+dump_activations(
+    model, data, sm.output.h5, attrs=attrs, reduction=p.activations["reduction"],
+    batch_size=p.activations["batch_size"], device=p.device,
+)
+log.info("wrote %s", sm.output.h5)

@@ -1,0 +1,17 @@
+"""Mean |gradient| per probe point of the trained model (see workflow/rules/analysis.smk)."""
+from itertools import islice
+
+from flowprobe.analysis.gradients import gradient_table
+from flowprobe.data import Batches
+from flowprobe.workflow import load_trained, run_data, setup_logging
+
+sm = snakemake  # noqa: F821
+setup_logging(sm.log[0])
+p = sm.params
+model, _ = load_trained(sm.input.model, p.device)
+data = run_data(p.run, p.data_root, p.download)
+device = next(model.parameters()).device
+batches = Batches(data.train, batch_size=p.gradients["batch_size"], mean=data.mean, std=data.std,
+                  shuffle=True, seed=p.seed, device=device)
+batches = islice(batches, p.gradients["max_batches"]) if p.gradients["max_batches"] else batches
+gradient_table(model, batches).to_csv(sm.output.csv, index=False)

@@ -1,0 +1,27 @@
+"""Train one run × seed (see workflow/rules/train.smk)."""
+from pathlib import Path
+
+from flowprobe.train import TrainSettings, train_model
+from flowprobe.workflow import new_model, run_data, save_trained, setup_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+log = setup_logging(sm.log[0])
+p = sm.params
+out_dir = Path(sm.output.model).parent
+data = run_data(p.run, p.data_root, p.download)
+log.info("run %s seed %d: %s on %s (%d train / %d test images)", sm.wildcards.run, p.seed,
+         p.run["model"], data.name, len(data.train.labels), len(data.test.labels))
+model = new_model(p.run, data, p.seed)
+partial_log = out_dir / "train_log.partial.csv"
+checkpoint = out_dir / "checkpoint.pt"
+summary = train_model(
+    model, data, TrainSettings(**p.train), seed=p.seed, log_path=partial_log,
+    checkpoint_path=checkpoint, device=p.device,
+)
+log.info("test accuracy %.4f", summary["test_accuracy"])
+save_trained(sm.output.model, model, p.run, p.seed, summary, data.classes)
+if partial_log.exists():
+    partial_log.replace(sm.output.train_log)
+else:  # diverged in the first epoch: an empty log with its header keeps the table rule simple
+    Path(sm.output.train_log).write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds\n")
+checkpoint.unlink(missing_ok=True)
