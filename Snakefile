@@ -5,9 +5,8 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
-
-
+# config.yaml is the default; `--configfile config/demo.yaml` replaces it instead of merging
+# into it (see workflow/rules/common.smk), so the demo never schedules the paper's runs.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/activations.smk"

@@ -104,9 +104,7 @@ def load_config(raw: dict) -> dict:
 
 
 def _check_run(name: str, run: dict) -> None:
-    import torch
-
-    from flowprobe.models import build_model, check_spec
+    from flowprobe.models import check_spec
 
     if "model" not in run:
         raise ConfigError(f"config: runs.{name}.model is missing; give a spec such as 'VGG16' or 'MPNet2(1:3x3, 4:7x7)'")
@@ -114,24 +112,33 @@ def _check_run(name: str, run: dict) -> None:
         check_spec(run["model"])
     except FlowprobeError as err:
         raise ConfigError(f"config: runs.{name}.model: {err}") from None
-    # Building and running once on the meta device checks options and resolution without allocating.
+    # Build on the meta device (no memory): first at a generous size to check spec and options,
+    # then at the run's resolution, so a failure there is the resolution's fault.
     channels = run["channels"] or (1 if run["dataset"] == "mnist" else 3)
     size = run["resolution"]
     try:
-        with torch.device("meta"):
-            model = build_model(run["model"], 10, in_channels=channels, input_size=size, **run["model_options"])
+        _meta_forward(run, channels, max(size, 256))
     except FlowprobeError as err:
         raise ConfigError(f"config: runs.{name}: {err}") from None
     except TypeError as err:
         raise ConfigError(f"config: runs.{name}.model_options: {err}") from None
     try:
-        with torch.device("meta"):
-            model(torch.zeros(2, channels, size, size))
-    except RuntimeError:
+        _meta_forward(run, channels, size)
+    except (FlowprobeError, RuntimeError):
         raise ConfigError(
             f"config: runs.{name}.resolution = {size} is too small for {run['model']}: its downsampling "
             "leaves no pixels; raise the resolution (32 works for every model of the study)"
         ) from None
+
+
+def _meta_forward(run: dict, channels: int, size: int) -> None:
+    import torch
+
+    from flowprobe.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(run["model"], 10, in_channels=channels, input_size=size, **run["model_options"])
+        model(torch.zeros(2, channels, size, size))
 
 
 def run_label(run: dict) -> str:

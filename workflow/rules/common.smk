@@ -6,9 +6,14 @@ from pathlib import Path
 # The library lives in this checkout; make it importable even without `pip install -e .`.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from flowprobe.config import load_config
+import yaml
+
+from flowprobe.config import deep_merge, load_config
 from flowprobe.errors import ConfigError
 from flowprobe.tables import FIGURE_INPUTS
+
+if "runs" not in config:  # no --configfile: the paper's config, with any --config overrides on top
+    config = deep_merge(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()), config)
 
 try:
     config = load_config(config)

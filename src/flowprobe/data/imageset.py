@@ -1,0 +1,84 @@
+"""In-memory image sets: uint8 tensors [N, C, H, W] with labels and source indices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from flowprobe.errors import DataError
+
+
+@dataclass
+class ImageSet:
+    """One split. `indices[i]` is the position of image i in the original split (the order
+    of the torchvision data set, or of the sorted archive for cifar10-mini); activations.h5
+    records it as /indices/{split}."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W], CPU
+    labels: torch.Tensor  # int64 [N]
+    indices: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Dataset:
+    """Train and test split plus the per-channel statistics of the train split in [0, 1]."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def resolution(self) -> int:
+        return self.train.images.shape[-1]
+
+
+def balanced_subset(labels: torch.Tensor, max_per_class: int | None, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of at most `max_per_class` items per class, drawn without replacement
+    by a permutation from a generator seeded with `seed` (same seed, same subset)."""
+    if max_per_class is None:
+        return torch.arange(len(labels))
+    if max_per_class < 1:
+        raise DataError(f"max_per_class={max_per_class}: must be a positive integer or None")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in torch.unique(labels):
+        members = torch.nonzero(labels == cls).flatten()
+        order = torch.randperm(len(members), generator=generator)
+        chosen.append(members[order[:max_per_class]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std (ddof 0) of uint8 images in [0, 1] units.
+
+    Two passes in float64: mean = Σx / n, then std = sqrt(Σ(x − mean)² / n), which avoids the
+    cancellation of Σx²/n − mean²; chunks bound the float memory."""
+    if len(images) == 0:
+        raise DataError("cannot compute normalisation statistics of an empty train split")
+    channels = images.shape[1]
+    count = images.numel() // channels
+    total = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        total += images[start : start + chunk].double().sum(dim=(0, 2, 3))
+    mean = total / count / 255
+    squares = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        centred = images[start : start + chunk].double() / 255 - mean.view(1, -1, 1, 1)
+        squares += centred.square().sum(dim=(0, 2, 3))
+    std = (squares / count).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
