@@ -48,6 +48,7 @@ DEFAULTS: dict = {
     "cka": {"split": "test", "debiased": False, "pathways": ["min", "max"], "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
     "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},
+    "verdicts": {"layer_tol": 0.005, "pathway_tol": 0.01},
     "figures": {},
 }
 

@@ -59,13 +59,26 @@ def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def summarise(table: pd.DataFrame, value_columns: list[str]) -> pd.DataFrame:
-    """Mean and std over seeds of `value_columns`, per run and probe point (std NaN for one seed)."""
-    keys = [c for c in ["run", "model", *POINT_COLUMNS] if c in table]
-    grouped = table.groupby(keys, sort=False, dropna=False)[value_columns]
-    out = grouped.agg(["mean", "std"])
+POINT_KEYS = ["run", "model", "probe_point", "stage", "block", "pathway", "position"]
+# (group keys, value columns) of the mean ± std summary of each kind of figure table.
+SUMMARY = {
+    "layer_probes": (POINT_KEYS, ["test_acc", "train_acc"]),
+    "pathway_probes": (POINT_KEYS, ["test_acc", "train_acc"]),
+    "saturation_probes": (POINT_KEYS, ["test_acc", "saturation"]),
+    "gradients": (POINT_KEYS, ["test_acc", "mean_abs_grad"]),
+    "cka_output": (POINT_KEYS, ["test_acc", "cka"]),
+    "cka_pathways": (["run", "model", "layer_a", "layer_b"], ["cka"]),
+    "ablation": (["run", "model", "target", "pathway"], ["accuracy", "delta"]),
+}
+
+
+def summarise(kind: str, table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of a figure table's values (std is NaN for a single seed)."""
+    keys, values = SUMMARY[kind]
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    out = grouped[[*values, "test_accuracy"]].agg(["mean", "std"])
     out.columns = [f"{col}_{stat}" for col, stat in out.columns]
-    out["n_seeds"] = grouped.size().to_numpy()
+    out.insert(0, "n_seeds", grouped["seed"].nunique())
     return out.reset_index()
 
 

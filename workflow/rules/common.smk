@@ -59,10 +59,8 @@ def data_params(wildcards):
     return {k: run[k] for k in keys}
 
 
-def figure_members(wildcards):
-    """One entry per run × seed of a figure: its label and the analysis files it contributes."""
-    fig = config["figures"][wildcards.figure]
-    names = ["train_log.csv", *FIGURE_INPUTS[fig["kind"]]]
+def members(runs, names):
+    """One entry per run × seed: its label and the files it contributes."""
     return [
         {
             "run": run,
@@ -70,9 +68,22 @@ def figure_members(wildcards):
             "model": config["runs"][run]["model"],
             "files": {n: run_file(n).format(run=run, seed=seed) for n in names},
         }
-        for run in fig["runs"]
+        for run in runs
         for seed in config["runs"][run]["seeds"]
     ]
+
+
+def figure_members(wildcards):
+    fig = config["figures"][wildcards.figure]
+    return members(fig["runs"], ["train_log.csv", *FIGURE_INPUTS[fig["kind"]]])
+
+
+def verdict_members(wildcards):
+    return members(list(config["runs"]), ["train_log.csv", "probes.csv"])
+
+
+def verdict_inputs(wildcards):
+    return [path for member in verdict_members(wildcards) for path in member["files"].values()]
 
 
 def figure_inputs(wildcards):
@@ -80,7 +91,5 @@ def figure_inputs(wildcards):
 
 
 def all_targets():
-    figs = [f"results/figures/{name}.pdf" for name in config["figures"]]
-    if figs:
-        return figs
-    return [run_file("probes.csv").format(run=r, seed=s) for r, c in config["runs"].items() for s in c["seeds"]]
+    """Every figure of the config and the verdict table."""
+    return [f"results/figures/{name}.pdf" for name in config["figures"]] + ["results/tables/verdicts.csv"]

@@ -6,7 +6,8 @@ rule table:
     input:
         figure_inputs,
     output:
-        csv="results/tables/{figure}.csv",
+        csv=report("results/tables/{figure}.csv", caption="../report/table.rst", category="Tables"),
+        summary=report("results/tables/{figure}_summary.csv", caption="../report/summary.rst", category="Tables"),
     params:
         kind=lambda w: config["figures"][w.figure]["kind"],
         members=figure_members,
@@ -46,3 +47,27 @@ rule figure:
         ENV
     script:
         "../scripts/figure.py"
+
+
+rule verdicts:
+    """results/tables/verdicts.csv: tail / skipped layers and dominant pathways, predicted vs observed."""
+    input:
+        verdict_inputs,
+    output:
+        csv=report("results/tables/verdicts.csv", caption="../report/verdicts.rst", category="Tables"),
+    params:
+        members=verdict_members,
+        resolutions={name: run["resolution"] for name, run in config["runs"].items()},
+        verdicts=config["verdicts"],
+    log:
+        "results/logs/table/verdicts.log",
+    benchmark:
+        "results/benchmarks/table/verdicts.tsv"
+    resources:
+        runtime=10,
+        mem_mb=2000,
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../scripts/verdicts.py"
