@@ -1,5 +1,5 @@
-"""Accuracy with pathways removed (see workflow/rules/analysis.smk)."""
-from flowprobe.analysis.ablation import ablation_table
+"""Accuracy with pathways removed, optionally fine-tuned after removal (see workflow/rules/analysis.smk)."""
+from flowprobe.analysis.ablation import FineTune, ablation_table
 from flowprobe.data import Batches
 from flowprobe.workflow import load_trained, run_data, setup_logging
 
@@ -15,4 +15,12 @@ def test_batches():
     return Batches(data.test, batch_size=512, mean=data.mean, std=data.std, device=device)
 
 
-ablation_table(model, test_batches).to_csv(sm.output.csv, index=False)
+def train_batches():
+    return Batches(data.train, batch_size=64, mean=data.mean, std=data.std, shuffle=True, augment=True,
+                   seed=p.seed, device=device)
+
+
+finetune = None
+if p.ablation["finetune_epochs"] > 0:
+    finetune = FineTune(train_batches, epochs=p.ablation["finetune_epochs"], lr=p.ablation["finetune_lr"])
+ablation_table(model, test_batches, finetune=finetune).to_csv(sm.output.csv, index=False)

@@ -48,10 +48,13 @@ class ProbePoint:
     input_receptive_field: int  # RF of this unit's input (border-layer rule)
     jump: int
     shape: tuple[int, ...] | None = None  # (C, H, W) or (D,), filled by probe_points()
+    # smallest RF over all paths through skips/pathways (rfa-toolbox's receptive_field_min)
+    receptive_field_min: int | None = None
+    input_receptive_field_min: int | None = None
 
     def attrs(self) -> dict:
-        """HDF5 attributes of this probe point (DESIGN.md §4)."""
-        return {
+        """HDF5 attributes of this probe point (DESIGN.md §4); unset min-RF fields are left out."""
+        attrs = {
             "stage": self.stage,
             "block": self.block,
             "pathway": self.pathway,
@@ -62,6 +65,10 @@ class ProbePoint:
             "jump": self.jump,
             "shape": list(self.shape or ()),
         }
+        for key in ("receptive_field_min", "input_receptive_field_min"):
+            if getattr(self, key) is not None:
+                attrs[key] = getattr(self, key)
+        return attrs
 
 
 class Tap(nn.Identity):

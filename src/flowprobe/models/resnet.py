@@ -1,0 +1,90 @@
+"""ResNet18/34 with BasicBlocks (He et al. 2016), CIFAR stem by default.
+
+stem='cifar': 3x3 conv -> BN -> ReLU, no max pool (the usual CIFAR variant).
+stem='imagenet': 7x7/2 conv -> BN -> ReLU -> 3x3/2 max pool, as in the study's phd-lab
+`models/resnet.py`, which trained this ImageNet stem on 32x32 CIFAR-10 too.
+A block: conv -> BN -> ReLU [probe point `conv`] -> conv -> BN, plus the shortcut (identity,
+or 1x1 conv -> BN when the shape changes), then ReLU [probe point `add`].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from flowprobe.errors import ModelSpecError
+from flowprobe.models.base import Tap
+from flowprobe.models.receptive import Site, Trace
+from flowprobe.models.units import conv_unit, init_weights
+
+BLOCKS = {"ResNet18": (2, 2, 2, 2), "ResNet34": (3, 4, 6, 3)}
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, first: nn.Module, conv: nn.Conv2d, shortcut: nn.Module, tap: Tap):
+        super().__init__()
+        self.first = first
+        self.conv = conv
+        self.bn = nn.BatchNorm2d(conv.out_channels)
+        self.shortcut = shortcut
+        self.relu = nn.ReLU()
+        self.tap = tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(self.first(x)))
+        return self.tap(self.relu(out + self.shortcut(x)))
+
+
+class ResNet(nn.Module):
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, width: int, num_classes: int):
+        super().__init__()
+        self.stem = stem
+        self.stages = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def _stem(kind: str, in_channels: int, width: int, trace: Trace) -> tuple[nn.Module, Trace]:
+    if kind == "cifar":
+        return conv_unit(in_channels, width, 3, trace, Site("stem", -1, -1))
+    if kind == "imagenet":
+        unit, trace = conv_unit(in_channels, width, 7, trace, Site("stem", -1, -1), stride=2)
+        return nn.Sequential(unit, nn.MaxPool2d(3, 2, 1)), trace.pool(3, 2, 1)
+    raise ModelSpecError(f"stem={kind!r}; use 'cifar' (3x3, no pool) or 'imagenet' (7x7/2 + max pool)")
+
+
+def _block(c_in: int, width: int, stride: int, trace: Trace, s: int, b: int,
+           position: int) -> tuple[BasicBlock, Trace]:
+    first, mid = conv_unit(c_in, width, 3, trace, Site(f"s{s}.b{b}.conv", s, b, "trunk", position), stride)
+    conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
+    branch = mid.conv(3)
+    if stride != 1 or c_in != width:
+        shortcut = nn.Sequential(nn.Conv2d(c_in, width, 1, stride, bias=False), nn.BatchNorm2d(width))
+    else:
+        shortcut = nn.Identity()
+    merged = Trace.merge(branch, trace.conv(1, stride))
+    # the add point stands for the untapped second conv, so its input field is that conv's input
+    add = Site(f"s{s}.b{b}.add", s, b, "trunk", position + 1).point("add", mid, merged)
+    return BasicBlock(first, conv, shortcut, Tap(add)), merged
+
+
+def build_resnet(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
+                 widths=(64, 128, 256, 512), stem: str = "cifar") -> ResNet:
+    """ResNet18 or ResNet34; stage s > 0 halves the resolution in its first block."""
+    widths = tuple(widths)
+    if len(widths) != 4 or not all(isinstance(w, int) and w >= 1 for w in widths):
+        raise ModelSpecError(f"{name} option widths={widths!r}; give 4 positive integers, one per stage")
+    stem_module, trace = _stem(stem, in_channels, widths[0], Trace.start(input_size))
+    blocks, c_in, position = [], widths[0], 1
+    for s, (n_blocks, width) in enumerate(zip(BLOCKS[name], widths)):
+        for b in range(n_blocks):
+            stride = 2 if s > 0 and b == 0 else 1
+            block, trace = _block(c_in, width, stride, trace, s, b, position)
+            blocks.append(block)
+            c_in, position = width, position + 2
+    model = ResNet(stem_module, nn.Sequential(*blocks), widths[-1], num_classes)
+    init_weights(model)
+    return model

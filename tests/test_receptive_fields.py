@@ -1,0 +1,145 @@
+"""Receptive fields: hand-computed values, border layers, and an empirical gradient check."""
+
+import pytest
+import torch
+from torch import nn
+
+from flowprobe.errors import ModelSpecError
+from flowprobe.models import build_model, receptive_fields, taps
+from flowprobe.models.receptive import RF_COLUMNS, Trace
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded: no thread wake-ups on a busy 2-core CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rf_table(spec, size=32, **kw):
+    return receptive_fields(build_model(spec, 10, input_size=size, **kw), size).set_index("probe_point")
+
+
+def test_vgg16_by_hand():
+    table = rf_table("VGG16", widths=(2, 2, 2, 2, 2))
+    # r: conv1 3, conv2 5, pool 6 (j 2), conv3 10, conv4 14, pool 16 (j 4), conv5 24, conv6 32, ...
+    expected = {"conv1": (3, 1, 1), "conv2": (5, 3, 1), "conv3": (10, 6, 2), "conv4": (14, 10, 2),
+                "conv5": (24, 16, 4), "conv6": (32, 24, 4), "conv7": (40, 32, 4), "conv8": (60, 44, 8)}
+    for name, (r, r_in, jump) in expected.items():
+        assert tuple(table.loc[name, ["receptive_field", "input_receptive_field", "jump"]]) == (r, r_in, jump)
+    assert list(table.columns[:9]) == RF_COLUMNS[1:]
+    assert table.index[table.border_layer].tolist() == ["conv7"]
+
+
+@pytest.mark.parametrize("size, border", [(32, "conv7"), (64, "conv10"), (160, "conv13")])
+def test_vgg16_border_moves_with_resolution(size, border):
+    table = rf_table("VGG16", size, widths=(2, 2, 2, 2, 2))
+    assert table.index[table.border_layer].tolist() == [border]
+
+
+def test_mpnet_with_dilation_by_hand():
+    # stem 3x3: r 3. Each stage has one block whose pathways carry the stride on their last
+    # conv: min 3x3 grows r by 2j, max 5x5 with dilation 2 (k_eff 9) by 8j; add = max.
+    table = rf_table("MPNet1(1:3x3,1:5x5d2)", 32, widths=(2, 2, 2, 2))
+    r, r_min, j = 3, 3, 1
+    for s in range(4):
+        assert table.loc[f"s{s}.b0.min.0", "receptive_field"] == r + 2 * j
+        assert table.loc[f"s{s}.b0.max.0", "receptive_field"] == r + 8 * j
+        assert table.loc[f"s{s}.b0.max.0", "input_receptive_field"] == r
+        assert table.loc[f"s{s}.b0.add", "receptive_field"] == r + 8 * j
+        assert table.loc[f"s{s}.b0.add", "receptive_field_min"] == r_min + 2 * j
+        r, r_min, j = r + 8 * j, r_min + 2 * j, 2 * j
+        assert table.loc[f"s{s}.b0.add", "jump"] == j
+    assert [table.loc[f"s{s}.b0.add", "receptive_field"] for s in range(4)] == [11, 27, 59, 123]
+    assert [table.loc[f"s{s}.b0.add", "receptive_field_min"] for s in range(4)] == [5, 9, 17, 33]
+
+
+def test_stride_on_first_conv_grows_the_field_faster():
+    first = rf_table("MPNet1(2:3x3)", downsample="first", widths=(2, 2, 2, 2))
+    last = rf_table("MPNet1(2:3x3)", downsample="last", widths=(2, 2, 2, 2))
+    assert first.loc["s0.b0.p0.1", ["receptive_field", "jump"]].tolist() == [3 + 2 + 4, 2]
+    assert last.loc["s0.b0.p0.1", ["receptive_field", "jump"]].tolist() == [3 + 2 + 2, 2]
+
+
+def test_one_border_layer_per_pathway_lineage():
+    table = rf_table("MPNet2(1:3x3,2:7x7)", 32, widths=(2, 2, 2, 2))
+    borders = table[table.border_layer]
+    assert sorted(borders.pathway) == ["max", "min", "trunk"]
+    for _, row in borders.iterrows():
+        lineage = table[table.pathway == row.pathway]
+        before = lineage.loc[: row.name].iloc[:-1]
+        assert row.input_receptive_field >= 32
+        assert (before.input_receptive_field < 32).all()
+
+
+def test_trunk_only_models_have_one_border_layer():
+    for spec, kw in [("ResNet18", dict(widths=(2, 2, 2, 2))), ("DenseNet18", dict(growth_rate=2, init_features=2))]:
+        table = rf_table(spec, 32, **kw)
+        assert table.border_layer.sum() == 1
+        # skip connections keep the smallest field tiny: no layer is unproductive by the min rule
+        assert not table.border_layer_min.any()
+
+
+def test_input_too_small_is_a_spec_error():
+    with pytest.raises(ModelSpecError, match="input size is too small"):
+        Trace.start(1).pool(2, 2)
+
+
+def _positive_weights(model: nn.Module) -> None:
+    """All-positive convs + eval BN: every ReLU is active, so d(unit)/d(input) != 0 exactly on its RF."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+
+
+@pytest.mark.parametrize("spec, kw", [
+    ("MPNet1(1:3x3,1:5x5d2)", dict(widths=(2, 2, 2, 2))),
+    ("MPNet1(2:3x3,1:7x7)", dict(widths=(2, 2, 2, 2), downsample="first", merge="concat")),
+    ("ResNet18", dict(widths=(2, 2, 2, 2))),
+    ("DenseNet18", dict(growth_rate=2, init_features=2)),
+])
+def test_receptive_field_matches_gradient_support(spec, kw):
+    """Field size = width of the input region a centre unit depends on; jump = shift per unit step.
+
+    One backward pass: input sample 2t feeds probe point t's centre unit, sample 2t + 1 its right
+    neighbour (eval mode keeps samples independent).
+    """
+    size = 64
+    model = build_model(spec, 10, input_size=size, **kw).eval()
+    _positive_weights(model)
+    # only units whose centre field is not clipped by the image border
+    points = [t.point for t in taps(model) if t.point.receptive_field + 4 * t.point.jump <= size]
+    assert len(points) >= 6
+    outputs = {}
+    for tap in taps(model):
+        tap.register_forward_hook(lambda m, i, o: outputs.__setitem__(m.point.name, o))
+    x = torch.ones(2 * len(points), 3, size, size, requires_grad=True)
+    model(x)
+    objective = 0
+    for t, p in enumerate(points):
+        out, centre = outputs[p.name], outputs[p.name].shape[-1] // 2
+        objective = objective + out[2 * t, :, centre, centre].sum() + out[2 * t + 1, :, centre, centre + 1].sum()
+    objective.backward()
+    support = x.grad.abs().sum((1, 2))  # [samples, columns]
+    for t, p in enumerate(points):
+        left, right = (support[2 * t + k].nonzero().flatten() for k in (0, 1))
+        assert left.max().item() - left.min().item() + 1 == p.receptive_field, p.name
+        assert right.min().item() - left.min().item() == p.jump, p.name
+
+
+@pytest.mark.parametrize("spec, kw, first", [
+    ("ResNet34", dict(widths=(2, 2, 2, 2)), "s0.b0.conv"),
+    ("DenseNet18", dict(growth_rate=2, init_features=2), "s0.b0.bottleneck"),
+])
+def test_imagenet_stem_as_in_phd_lab(spec, kw, first):
+    # 7x7/2 conv: r 7, j 2; 3x3/2 max pool: r 7 + 2 * 2 = 11, j 4
+    table = rf_table(spec, 32, stem="imagenet", **kw)
+    assert table.loc["stem", ["receptive_field", "jump"]].tolist() == [7, 2]
+    assert table.loc[first, "input_receptive_field"] == 11
+    assert table.loc[first, "jump"] == 4
+    model = build_model(spec, 10, stem="imagenet", **kw).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
