@@ -127,3 +127,14 @@ def imagenette_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def imagefolder_root(tmp_path_factory) -> Path:
     return write_imagefolder(tmp_path_factory.mktemp("imagefolder"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run far faster single-threaded on the 2-core CI machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

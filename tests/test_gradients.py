@@ -11,14 +11,6 @@ from flowprobe.errors import AnalysisError, ConfigError
 from flowprobe.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded: no thread wake-ups on a busy 2-core CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def mpnet():

@@ -9,14 +9,6 @@ from flowprobe.models import build_model, receptive_fields, taps
 from flowprobe.models.receptive import RF_COLUMNS, Trace
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded: no thread wake-ups on a busy 2-core CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def rf_table(spec, size=32, **kw):
     return receptive_fields(build_model(spec, 10, input_size=size, **kw), size).set_index("probe_point")

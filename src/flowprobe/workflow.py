@@ -19,8 +19,14 @@ from flowprobe.models import build_model
 from flowprobe.train import resolve_device
 
 
-def setup_logging(log_path: str | Path) -> logging.Logger:
-    """Send logging and progress bars (stderr) of this job to its Snakemake log file."""
+def setup_logging(log_path: str | Path, threads: int | None = None) -> logging.Logger:
+    """Send logging and progress bars (stderr) of this job to its Snakemake log file.
+
+    `threads` (the rule's `threads:`) caps torch's CPU threads so parallel jobs do not
+    oversubscribe the cores.
+    """
+    if threads:
+        torch.set_num_threads(threads)
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(log_path, "a", buffering=1)
     sys.stderr = stream

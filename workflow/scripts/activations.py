@@ -3,7 +3,7 @@ from flowprobe.activations import dump_activations
 from flowprobe.workflow import load_trained, run_data, setup_logging
 
 sm = snakemake  # noqa: F821
-log = setup_logging(sm.log[0])
+log = setup_logging(sm.log[0], sm.threads)
 p = sm.params
 model, record = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download, max_per_class=p.activations["max_per_class"])

@@ -3,6 +3,6 @@ from flowprobe.analysis.cka import cka_output_table
 from flowprobe.workflow import setup_logging
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0])
+setup_logging(sm.log[0], sm.threads)
 p = sm.params
 cka_output_table(sm.input.h5, split=p.split, debiased=p.debiased).to_csv(sm.output.csv, index=False)

@@ -5,5 +5,5 @@ from flowprobe.plots import draw_figure
 from flowprobe.workflow import setup_logging
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0])
+setup_logging(sm.log[0], sm.threads)
 draw_figure(sm.params.kind, pd.read_csv(sm.input.csv), sm.output.pdf, sm.output.png, title=sm.params.title)

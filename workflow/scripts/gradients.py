@@ -6,7 +6,7 @@ from flowprobe.data import Batches
 from flowprobe.workflow import load_trained, run_data, setup_logging
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0])
+setup_logging(sm.log[0], sm.threads)
 p = sm.params
 model, _ = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download)

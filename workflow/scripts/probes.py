@@ -3,7 +3,7 @@ from flowprobe.analysis.probes import probe_table
 from flowprobe.workflow import setup_logging
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0])
+setup_logging(sm.log[0], sm.threads)
 p = sm.params
 table = probe_table(sm.input.h5, device=p.device, **p.probes)
 table.to_csv(sm.output.csv, index=False)

@@ -3,7 +3,7 @@ from flowprobe.tables import figure_table, summarise
 from flowprobe.workflow import setup_logging
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0])
+setup_logging(sm.log[0], sm.threads)
 table = figure_table(sm.params.kind, sm.params.members)
 table.to_csv(sm.output.csv, index=False)
 summarise(sm.params.kind, table).to_csv(sm.output.summary, index=False)

@@ -5,7 +5,7 @@ from flowprobe.train import TrainSettings, train_model
 from flowprobe.workflow import new_model, run_data, save_trained, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-log = setup_logging(sm.log[0])
+log = setup_logging(sm.log[0], sm.threads)
 p = sm.params
 out_dir = Path(sm.output.model).parent
 data = run_data(p.run, p.data_root, p.download)
