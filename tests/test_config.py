@@ -114,3 +114,13 @@ def test_no_runs():
     del raw["runs"]
     with pytest.raises(ConfigError, match="runs"):
         load_config(raw)
+
+
+def test_run_model_options_replace_the_defaults_whole():
+    raw = {
+        "defaults": {"model_options": {"widths": [8, 16, 32, 64]}},
+        "runs": {"mp": {"model": "MPNet1(1:3x3)"}, "dn": {"model": "DenseNet18", "model_options": {"growth_rate": 4}}},
+    }
+    runs = load_config(raw)["runs"]
+    assert runs["mp"]["model_options"] == {"widths": [8, 16, 32, 64]}
+    assert runs["dn"]["model_options"] == {"growth_rate": 4}

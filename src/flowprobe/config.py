@@ -91,7 +91,7 @@ def load_config(raw: dict) -> dict:
     if errors:
         raise _schema_error(jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0])
     config = deep_merge(DEFAULTS, raw)
-    config["runs"] = {name: deep_merge(config["defaults"], run) for name, run in raw["runs"].items()}
+    config["runs"] = {name: _run_with_defaults(config["defaults"], run) for name, run in raw["runs"].items()}
     for name, run in config["runs"].items():
         _check_run(name, run)
     for name, fig in config["figures"].items():
@@ -102,6 +102,15 @@ def load_config(raw: dict) -> dict:
                 f"defined runs: {', '.join(config['runs'])}"
             )
     return config
+
+
+def _run_with_defaults(defaults: dict, run: dict) -> dict:
+    """A run on top of the defaults; its model_options replace the default ones whole, since
+    options of one model family (e.g. MPNet widths) mean nothing to another."""
+    merged = deep_merge(defaults, run)
+    if "model_options" in run:
+        merged["model_options"] = copy.deepcopy(run["model_options"])
+    return merged
 
 
 def _check_run(name: str, run: dict) -> None:

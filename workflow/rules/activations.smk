@@ -18,7 +18,7 @@ rule activations:
     resources:
         runtime=60,
         mem_mb=8000,
-    threads: 2
+    threads: 1
     conda:
         ENV
     script:

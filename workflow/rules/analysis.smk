@@ -17,7 +17,7 @@ rule probes:
     resources:
         runtime=60,
         mem_mb=8000,
-    threads: 2
+    threads: 1
     conda:
         ENV
     script:
@@ -113,7 +113,7 @@ rule gradients:
     resources:
         runtime=30,
         mem_mb=8000,
-    threads: 2
+    threads: 1
     conda:
         ENV
     script:
@@ -140,7 +140,7 @@ rule ablation:
     resources:
         runtime=60,
         mem_mb=8000,
-    threads: 2
+    threads: 1
     conda:
         ENV
     script:

@@ -17,7 +17,7 @@ rule train:
     resources:
         runtime=240,
         mem_mb=8000,
-    threads: 2
+    threads: 1
     conda:
         ENV
     script:
