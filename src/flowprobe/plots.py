@@ -87,8 +87,12 @@ def _depth_ticks(ax, lines: pd.DataFrame) -> None:
 
 def _mark_border(ax, lines: pd.DataFrame) -> None:
     border = lines[lines["border_layer"].astype(bool)].drop_duplicates(["line", "x"])
+    labelled = set()
     for _, row in border.iterrows():
-        ax.axvline(row["x"], color=pathway_color(row["line"]), ls=":", lw=1.2, alpha=0.8)
+        line = row["line"]
+        label = None if line in labelled else f"border layer {PATHWAY_NAMES.get(line, line)}"
+        labelled.add(line)
+        ax.axvline(row["x"], color=pathway_color(line), ls=":", lw=1.2, alpha=0.8, label=label)
 
 
 def _metric_panel(ax, run_table: pd.DataFrame, metric: str, log_y: bool = False) -> None:
