@@ -119,7 +119,8 @@ class MinibatchCKA:
         self.n_x, self.n_y = n_layers_x, n_layers_y
         self.names_x = list(names_x or [f"x[{i}]" for i in range(n_layers_x)])
         self.names_y = list(names_y or [f"y[{j}]" for j in range(n_layers_y or 0)])
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        auto = device in (None, "auto")
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
         n_all = n_layers_x + (n_layers_y or 0)
         self.hsic = torch.zeros(n_all, n_all, dtype=torch.float64, device=self.device)
         self.n_batches = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from flowprobe.errors import AnalysisError, ConfigError
 
 DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 BACKENDS = ("torch", "sklearn")
+SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ class TorchLBFGS:
 
     def __init__(self, max_iter: int, tol: float, device=None, rank: int = 64):
         self.max_iter, self.tol, self.rank = max_iter, tol, rank
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        auto = device in (None, "auto")
+        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
 
     def standardise(self, x_train, x_test):
         x_train, x_test = (torch.as_tensor(v).to(self.device, torch.float32) for v in (x_train, x_test))
@@ -223,6 +226,12 @@ class TorchLBFGS:
         y = torch.as_tensor(y, device=x.device)
         k = int(y.max()) + 1
         w, b = (p.clone() for p in init) if init else (x.new_zeros(k, x.shape[1]), x.new_zeros(k))
+        with _one_thread_if_small(x):
+            return self._minimise(x, y, l2, w, b)
+
+    def _minimise(self, x, y, l2, w, b) -> _Fit:
+        """L-BFGS on Z until ||dL/dW||_inf <= tol: tightens the Z tolerance when Z converged
+        first, finishes in float64 when float32 stalls, stops at max_iter."""
         pre = _Preconditioner(x, l2, self.rank)
         z, z_tol, n_iter, grad_inf = pre.to_z(w), self.tol, 0, math.inf
         while n_iter < self.max_iter:
@@ -242,6 +251,21 @@ class TorchLBFGS:
                 break
         w = pre.to_w(z)
         return _Fit((w.float(), b.float()), n_iter, grad_inf <= self.tol)
+
+
+@contextmanager
+def _one_thread_if_small(x):
+    """Run a small CPU problem single-threaded: there every op's thread hand-off costs more
+    than it saves, and on oversubscribed cores (parallel workflow jobs) it costs 100x."""
+    before = torch.get_num_threads()
+    if x.device.type != "cpu" or x.numel() > SMALL_PROBLEM or before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Preconditioner:
