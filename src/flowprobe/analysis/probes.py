@@ -72,11 +72,14 @@ def fit_probe(
     tol: float = 1e-4,
     device=None,
     seed: int = 0,
+    overwrite_features: bool = False,
 ) -> ProbeResult:
     """Fit a probe on (x_train, y_train), report accuracy on train and test.
 
     x_*: [N, D] numpy arrays or torch tensors; y_*: [N] integer labels. With `l2=None` the
     penalty is selected from `l2_grid` on a `val_fraction` stratified hold-out.
+    `overwrite_features=True` lets the torch backend standardise float32 CPU inputs in place
+    (the probe stage owns the arrays it reads, so it saves a copy of the largest matrix).
     """
     _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol)
     y_train, y_test = _as_numpy(y_train).astype(np.int64), _as_numpy(y_test).astype(np.int64)
@@ -84,7 +87,7 @@ def fit_probe(
     if len(classes) < 2:
         raise AnalysisError(f"probe needs at least 2 classes in the train split, got {classes.tolist()}")
     solver = _make_solver(backend, max_iter, tol, device)
-    x_tr, x_te = solver.standardise(x_train, x_test)
+    x_tr, x_te = solver.standardise(x_train, x_test, overwrite=overwrite_features)
     y_tr = np.searchsorted(classes, y_train)  # encoded 0..K-1, as sklearn's LabelEncoder
     val_acc, init = math.nan, None
     if l2 is None:
@@ -113,7 +116,7 @@ def probe_table(h5_path, *, backend: str = "torch", progress: bool = True, **kno
         rows = []
         for name in tqdm(frame["probe_point"], desc="probes", disable=not progress, file=sys.stderr):
             x_train, x_test = h5io.features(h5, name, "train"), h5io.features(h5, name, "test")
-            result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, **knobs)
+            result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, overwrite_features=True, **knobs)
             values = asdict(result)
             rows.append({**values, "n_features": x_train.shape[1], "val_acc": values.pop("val_acc")})
     return pd.concat([frame, pd.DataFrame(rows)], axis=1)
@@ -192,6 +195,9 @@ def _make_solver(backend, max_iter, tol, device):
     return SklearnLBFGS(max_iter, tol)
 
 
+STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
+
+
 class TorchLBFGS:
     """Full-batch L-BFGS (strong Wolfe) on the device, float32 with a float64 finish.
 
@@ -208,12 +214,25 @@ class TorchLBFGS:
         auto = device in (None, "auto")
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
 
-    def standardise(self, x_train, x_test):
-        x_train, x_test = (torch.as_tensor(v).to(self.device, torch.float32) for v in (x_train, x_test))
-        mean = x_train.mean(0, dtype=torch.float64).float()
-        std = (x_train - mean).pow(2).mean(0, dtype=torch.float64).sqrt().float()
+    def standardise(self, x_train, x_test, overwrite: bool = False):
+        """Standardise with train statistics (float64 sums over row chunks, so no temporary
+        of the matrix's size); with `overwrite`, float32 CPU inputs are modified in place."""
+        x_train, x_test = (self._tensor(v, overwrite) for v in (x_train, x_test))
+        n = len(x_train)
+        mean = x_train.sum(0, dtype=torch.float64) / n
+        var = sum(
+            (chunk.double() - mean).pow_(2).sum(0) for chunk in x_train.split(STANDARDISE_CHUNK)
+        ) / n
+        std = var.sqrt().float()
         std[std == 0] = 1.0  # constant feature: centred to 0, left unscaled
-        return (x_train - mean).div_(std), (x_test - mean).div_(std)  # one copy each, not two
+        mean = mean.float()
+        return x_train.sub_(mean).div_(std), x_test.sub_(mean).div_(std)
+
+    def _tensor(self, x, overwrite: bool) -> torch.Tensor:
+        t = torch.as_tensor(x)
+        shares_input = t.device == self.device and t.dtype == torch.float32
+        t = t.to(self.device, torch.float32)
+        return t.clone() if shares_input and not overwrite else t
 
     def rows(self, x, idx):
         return x[torch.as_tensor(idx, device=x.device)]
@@ -334,7 +353,7 @@ class SklearnLBFGS:
     def __init__(self, max_iter: int, tol: float):
         self.max_iter, self.tol = max_iter, tol
 
-    def standardise(self, x_train, x_test):
+    def standardise(self, x_train, x_test, overwrite: bool = False):
         x_train, x_test = (_as_numpy(v).astype(np.float64) for v in (x_train, x_test))
         mean, std = x_train.mean(0), x_train.std(0)
         std[std == 0] = 1.0
