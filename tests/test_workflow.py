@@ -91,6 +91,18 @@ def test_analysis_tables(workdir):
     assert abl["accuracy"].between(0, 1).all()
 
 
+def test_torch_and_sklearn_probes_agree_on_real_activations(workdir):
+    from flowprobe.analysis.probes import probe_table
+
+    h5 = workdir / RUN.format(run="mp") / "activations.h5"
+    knobs = dict(l2_grid=[1e-2, 1e-1], max_iter=500, progress=False)
+    ours, ref = probe_table(h5, backend="torch", **knobs), probe_table(h5, backend="sklearn", **knobs)
+    diff = (ours["test_acc"] - ref["test_acc"]).abs()
+    assert ours["converged"].all() and ref["converged"].all()
+    assert diff.mean() <= 0.01, diff.describe()
+    assert (ours["l2"] == ref["l2"]).mean() >= 0.9
+
+
 def test_figure_tables_and_pdfs(workdir):
     n_points = len(pd.read_csv(workdir / RUN.format(run="mp") / "probes.csv"))
     fig7 = _table(workdir, "fig7")
@@ -115,6 +127,14 @@ def test_summary_and_verdict_tables(workdir):
     roles = verdicts[verdicts["verdict"] == "role"]
     assert set(roles["pathway"]) == {"min", "max"} and set(roles["run"]) == {"mp"}
     assert roles["observed"].isin(["dominant", "non-dominant", "coexisting"]).all()
+
+
+def test_html_report_holds_every_figure_and_table(workdir):
+    snakemake(workdir, "--report", str(workdir / "report.html"))
+    html = (workdir / "report.html").read_text(errors="replace")
+    for name in ("fig7.pdf", "figheat.pdf", "figabl.pdf", "verdicts.csv", "fig7_summary.csv"):
+        assert name in html, name
+    assert "border layer" in html  # the figure caption
 
 
 def test_nothing_to_do_after_a_complete_run(workdir):

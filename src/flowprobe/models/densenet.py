@@ -19,7 +19,7 @@ from torch import nn
 from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import Tap
 from flowprobe.models.receptive import Site, Trace
-from flowprobe.models.units import conv_unit, init_weights
+from flowprobe.models.units import ConvNet, conv_unit, init_weights, stem_unit
 
 LAYERS_PER_BLOCK = (4, 4, 4, 4)
 BOTTLENECK = 4  # bottleneck width = 4 * growth rate
@@ -40,27 +40,6 @@ class DenseLayer(nn.Module):
         return self.tap(torch.cat([x, self.conv2(self.bottleneck(x))], 1))
 
 
-class DenseNet(nn.Module):
-    def __init__(self, stem: nn.Module, features: nn.Sequential, width: int, num_classes: int):
-        super().__init__()
-        self.stem = stem
-        self.features = features
-        self.final = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.final(self.features(self.stem(x))), 1))
-
-
-def _stem(kind: str, in_channels: int, width: int, trace: Trace) -> tuple[nn.Module, Trace]:
-    if kind == "cifar":
-        return conv_unit(in_channels, width, 3, trace, Site("stem", -1, -1))
-    if kind == "imagenet":
-        unit, trace = conv_unit(in_channels, width, 7, trace, Site("stem", -1, -1), stride=2)
-        return nn.Sequential(unit, nn.MaxPool2d(3, 2, 1)), trace.pool(3, 2, 1)
-    raise ModelSpecError(f"stem={kind!r}; use 'cifar' (3x3, no pool) or 'imagenet' (7x7/2 + max pool)")
-
-
 def _transition(c_in: int, trace: Trace, s: int, position: int) -> tuple[nn.Module, Trace]:
     after = trace.conv(1).pool(2, 2)
     tap = Tap(Site(f"s{s}.trans", s, LAYERS_PER_BLOCK[s], "trunk", position).point("conv", trace, after))
@@ -76,7 +55,7 @@ def build_densenet18(num_classes: int, in_channels: int = 3, input_size: int = 3
     """DenseNet18; `growth_rate` and `init_features` shrink it for tests."""
     if growth_rate < 1 or init_features < 1:
         raise ModelSpecError("DenseNet18 growth_rate and init_features must be >= 1")
-    stem_module, trace = _stem(stem, in_channels, init_features, Trace.start(input_size))
+    stem_module, trace = stem_unit(stem, in_channels, init_features, Trace.start(input_size))
     modules, c, position = OrderedDict(), init_features, 1
     for s, n_layers in enumerate(LAYERS_PER_BLOCK):
         for b in range(n_layers):
@@ -89,6 +68,7 @@ def build_densenet18(num_classes: int, in_channels: int = 3, input_size: int = 3
         if s < len(LAYERS_PER_BLOCK) - 1:
             modules[f"s{s}_trans"], trace = _transition(c, trace, s, position)
             c, position = c // 2, position + 1
-    model = DenseNet(stem_module, nn.Sequential(modules), c, num_classes)
+    model = ConvNet(stem_module, nn.Sequential(modules), c, num_classes,
+                    final=nn.Sequential(nn.BatchNorm2d(c), nn.ReLU()))
     init_weights(model, mode="fan_in")  # phd-lab / torchvision DenseNet initialisation
     return model

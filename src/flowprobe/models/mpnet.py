@@ -22,7 +22,7 @@ from torch import nn
 from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import Tap
 from flowprobe.models.receptive import Site, Trace
-from flowprobe.models.units import conv_unit
+from flowprobe.models.units import ConvNet, conv_unit
 
 GRAMMAR = (
     "MPNet{K}(n1:k1xk1, n2:k2xk2[, ...]) with K blocks per stage and, per pathway, depth n >= 1, "
@@ -124,21 +124,6 @@ class MPBlock(nn.Module):
         return outputs[0] if self.merge is None else self.merge(outputs)
 
 
-class MPNet(nn.Module):
-    def __init__(self, stem: nn.Module, stages: nn.ModuleList, width: int, num_classes: int):
-        super().__init__()
-        self.stem = stem
-        self.stages = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        return self.head(torch.flatten(self.pool(x), 1))
-
-
 @dataclass
 class _Layout:
     """Build options of one MPNet (see build_mpnet)."""
@@ -165,7 +150,7 @@ def build_mpnet(spec: str, num_classes: int, in_channels: int = 3, input_size: i
     _check_layout(layout)
     trace = Trace.start(input_size)
     stem, trace = conv_unit(in_channels, layout.widths[0], 3, trace, Site("stem", -1, -1))
-    stages, c_in, trunk_position = nn.ModuleList(), layout.widths[0], 1
+    stages, c_in, trunk_position = nn.Sequential(), layout.widths[0], 1
     for s, width in enumerate(layout.widths):
         blocks = []
         for b in range(layout.spec.blocks_per_stage):
@@ -174,7 +159,7 @@ def build_mpnet(spec: str, num_classes: int, in_channels: int = 3, input_size: i
             c_in = width
         stages.append(nn.Sequential(*blocks))
     # PyTorch's default initialisation, as phd-lab's MPNet (BN follows every conv)
-    return MPNet(stem, stages, layout.widths[-1], num_classes)
+    return ConvNet(stem, stages, layout.widths[-1], num_classes)
 
 
 def _check_layout(layout: _Layout) -> None:

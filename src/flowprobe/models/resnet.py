@@ -15,7 +15,7 @@ from torch import nn
 from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import Tap
 from flowprobe.models.receptive import Site, Trace
-from flowprobe.models.units import conv_unit, init_weights
+from flowprobe.models.units import ConvNet, conv_unit, init_weights, stem_unit
 
 BLOCKS = {"ResNet18": (2, 2, 2, 2), "ResNet34": (3, 4, 6, 3)}
 
@@ -33,27 +33,6 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn(self.conv(self.first(x)))
         return self.tap(self.relu(out + self.shortcut(x)))
-
-
-class ResNet(nn.Module):
-    def __init__(self, stem: nn.Module, stages: nn.Sequential, width: int, num_classes: int):
-        super().__init__()
-        self.stem = stem
-        self.stages = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
-
-
-def _stem(kind: str, in_channels: int, width: int, trace: Trace) -> tuple[nn.Module, Trace]:
-    if kind == "cifar":
-        return conv_unit(in_channels, width, 3, trace, Site("stem", -1, -1))
-    if kind == "imagenet":
-        unit, trace = conv_unit(in_channels, width, 7, trace, Site("stem", -1, -1), stride=2)
-        return nn.Sequential(unit, nn.MaxPool2d(3, 2, 1)), trace.pool(3, 2, 1)
-    raise ModelSpecError(f"stem={kind!r}; use 'cifar' (3x3, no pool) or 'imagenet' (7x7/2 + max pool)")
 
 
 def _block(c_in: int, width: int, stride: int, trace: Trace, s: int, b: int,
@@ -77,7 +56,7 @@ def build_resnet(name: str, num_classes: int, in_channels: int = 3, input_size: 
     widths = tuple(widths)
     if len(widths) != 4 or not all(isinstance(w, int) and w >= 1 for w in widths):
         raise ModelSpecError(f"{name} option widths={widths!r}; give 4 positive integers, one per stage")
-    stem_module, trace = _stem(stem, in_channels, widths[0], Trace.start(input_size))
+    stem_module, trace = stem_unit(stem, in_channels, widths[0], Trace.start(input_size))
     blocks, c_in, position = [], widths[0], 1
     for s, (n_blocks, width) in enumerate(zip(BLOCKS[name], widths)):
         for b in range(n_blocks):
@@ -85,6 +64,6 @@ def build_resnet(name: str, num_classes: int, in_channels: int = 3, input_size: 
             block, trace = _block(c_in, width, stride, trace, s, b, position)
             blocks.append(block)
             c_in, position = width, position + 2
-    model = ResNet(stem_module, nn.Sequential(*blocks), widths[-1], num_classes)
+    model = ConvNet(stem_module, nn.Sequential(*blocks), widths[-1], num_classes)
     init_weights(model)
     return model

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
+from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import Tap
 from flowprobe.models.receptive import Site, Trace
 
@@ -63,3 +65,30 @@ def init_weights(model: nn.Module, mode: str = "fan_out", linear_std: float | No
         elif isinstance(m, nn.Linear) and linear_std is not None:
             nn.init.normal_(m.weight, 0.0, linear_std)
             nn.init.zeros_(m.bias)
+
+
+class ConvNet(nn.Module):
+    """The frame shared by MPNet, ResNet and DenseNet: stem -> stages -> final -> global
+    average pool -> linear head (no training logic, no probe logic: the taps live inside)."""
+
+    def __init__(self, stem: nn.Module, stages: nn.Sequential, width: int, num_classes: int,
+                 final: nn.Module | None = None):
+        super().__init__()
+        self.stem = stem
+        self.stages = stages
+        self.final = final if final is not None else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.final(self.stages(self.stem(x)))), 1))
+
+
+def stem_unit(kind: str, in_channels: int, width: int, trace: Trace) -> tuple[nn.Module, Trace]:
+    """'cifar': 3x3 conv unit at full resolution; 'imagenet': 7x7/2 conv unit + 3x3/2 max pool."""
+    if kind == "cifar":
+        return conv_unit(in_channels, width, 3, trace, Site("stem", -1, -1))
+    if kind == "imagenet":
+        unit, trace = conv_unit(in_channels, width, 7, trace, Site("stem", -1, -1), stride=2)
+        return nn.Sequential(unit, nn.MaxPool2d(3, 2, 1)), trace.pool(3, 2, 1)
+    raise ModelSpecError(f"stem={kind!r}; use 'cifar' (3x3, no pool) or 'imagenet' (7x7/2 + max pool)")
