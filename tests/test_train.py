@@ -117,3 +117,10 @@ def test_killed_training_resumes_to_identical_weights(tmp_path):
         assert torch.equal(ref[name], resumed[name]), name
     rows = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_adam_option_trains_and_differs_from_sgd(tiny, tmp_path):
+    sgd, _ = _train(tiny, tmp_path / "a", epochs=1)
+    adam, summary = _train(tiny, tmp_path / "b", epochs=1, optimizer="adam", lr=1e-3)
+    assert 0 <= summary["test_accuracy"] <= 1
+    assert any(not torch.equal(p, q) for p, q in zip(sgd.state_dict().values(), adam.state_dict().values()))

@@ -40,6 +40,8 @@ DEFAULTS: dict = {
             "lr_step": 10,
             "lr_gamma": 0.1,
             "on_divergence": "stop",
+            "optimizer": "sgd",
+            "augment": True,
         },
     },
     "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},

@@ -37,6 +37,8 @@ class TrainSettings:
     lr_step: int = 10
     lr_gamma: float = 0.1
     on_divergence: str = "stop"  # stop | record
+    optimizer: str = "sgd"  # sgd | adam (the study trained its long-skip MLP with Adam)
+    augment: bool = True  # random crop (4-px padding) + horizontal flip; off for digits
 
 
 def resolve_device(device: str | None = "auto") -> torch.device:
@@ -86,13 +88,11 @@ def train_model(
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    opt = _optimizer(model, settings)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=settings.lr_step, gamma=settings.lr_gamma)
     train_batches = Batches(
         data.train, batch_size=settings.batch_size, mean=data.mean, std=data.std,
-        shuffle=True, augment=True, device=dev, seed=seed,
+        shuffle=True, augment=settings.augment, device=dev, seed=seed,
     )
     test_batches = Batches(data.test, batch_size=512, mean=data.mean, std=data.std, device=dev)
     start = _resume(checkpoint_path, model, opt, sched, log_path)
@@ -124,6 +124,14 @@ def train_model(
     summary["test_loss"], summary["test_accuracy"] = evaluate(model, test_batches)
     summary["settings"] = asdict(settings)
     return summary
+
+
+def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
 
 
 def _train_epoch(model, opt, batches, epoch, settings, progress) -> tuple[float, float]:
