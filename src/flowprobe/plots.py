@@ -145,14 +145,24 @@ def _heatmaps(table: pd.DataFrame, title: str):
 
 
 def _ablation_bars(table: pd.DataFrame, title: str):
-    table = table.assign(label=table["model"] + "\n" + table["target"].astype(str) + " −" + table["pathway"].astype(str))
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(table["label"].unique())), 4))
-    sns.barplot(table, x="label", y="delta", hue="pathway", palette={p: pathway_color(p) for p in table["pathway"].unique()}, ax=ax)
-    ax.set_ylabel("accuracy change when removed")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=90, labelsize=7)
-    ax.axhline(0, color="black", lw=0.8)
-    fig.suptitle(title)
+    """One panel per run: accuracy change (points) when a pathway is removed, per block and 'all'."""
+    table = table[table["target"] != "intact"].assign(delta_points=lambda t: 100 * t["delta"])
+    runs = list(dict.fromkeys(table["run"]))
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.5 * len(runs), 3.8), squeeze=False, sharey=True)
+    for ax, run in zip(axes[0], runs):
+        run_table = table[table["run"] == run]
+        palette = {p: pathway_color(p) for p in run_table["pathway"].unique()}
+        sns.barplot(run_table, x="target", y="delta_points", hue="pathway", palette=palette, ax=ax, errorbar="sd")
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xlabel("block whose pathway is removed")
+        ax.set_ylabel("test accuracy change (points)")
+        ax.tick_params(axis="x", rotation=90, labelsize=7)
+        ax.set_title(f"{run_table['model'].iloc[0]} (test acc {accuracy_label(run_table)})", fontsize=9)
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+    fig.legend(handles, [PATHWAY_NAMES.get(label, label) + " removed" for label in labels],
+               loc="upper right", ncol=len(labels), fontsize=8)
+    fig.suptitle(title, x=0.3)
     return fig
 
 
