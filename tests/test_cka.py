@@ -228,3 +228,14 @@ def test_cka_pathway_table_lists_what_exists_when_pathways_are_missing(h5_path):
         cka_pathway_table(h5_path, pathways=("p0", "p1"))
     with pytest.raises(AnalysisError, match="stage=3"):
         cka_pathway_table(h5_path, stage=3)
+
+
+def test_pathway_heatmap_defaults_to_p0_p1_for_identical_kernels(tmp_path):
+    layers = [("stem", "trunk", -1, -1, 0, (4, 4, 4))]
+    layers += [(f"s0.b0.{p}.{i}", p, 0, 0, i, (4, 4, 4)) for p in ("p0", "p1") for i in range(2)]
+    layers += [("s0.b0.add", "trunk", 0, 0, 1, (4, 4, 4))]
+    path = write_activations(tmp_path / "a.h5", 64, 64, layers)
+    table = cka_pathway_table(path, batch_size=16)
+    assert set(table["pathway_a"]) == {"p0"} and set(table["pathway_b"]) == {"p1"} and len(table) == 4
+    with pytest.raises(AnalysisError, match="min"):
+        cka_pathway_table(path, pathways=("min", "max"))

@@ -45,7 +45,7 @@ DEFAULTS: dict = {
     "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},
     "probes": {"backend": "torch", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1], "val_fraction": 0.1, "max_iter": 200},
     "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train"},
-    "cka": {"split": "test", "debiased": False, "pathways": ["min", "max"], "batch_size": 256},
+    "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
     "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},
     "verdicts": {"layer_tol": 0.005, "pathway_tol": 0.01},

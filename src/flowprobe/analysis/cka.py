@@ -229,7 +229,7 @@ def cka_pathway_table(
     *,
     stage: int | None = None,
     block: int | None = None,
-    pathways: tuple[str, str] = ("min", "max"),
+    pathways: tuple[str, str] | None = None,
     split: str = "test",
     batch_size: int = 256,
     seed: int = 0,
@@ -237,12 +237,15 @@ def cka_pathway_table(
     """Minibatch CKA between the layers of two pathways of one block (the study's Fig. 9).
 
     Long table: layer_a, layer_b, position_a, position_b, pathway_a, pathway_b, stage, block,
-    cka. Default block: the last one holding both pathways. Rows are shuffled with `seed`
+    cka. Default block: the last one holding both pathways. Default pathways: `min`/`max`
+    where the model has them, else the first two non-trunk labels (`p0`, `p1` for identical
+    kernels, as in the study's MPNet2(8:3x3,8:3x3)). Rows are shuffled with `seed`
     before batching (stored splits may be sorted by class) and split into near-equal batches.
     """
     _check_split(split)
     with h5io.open_activations(h5_path) as h5:
         frame = h5io.point_frame(h5)
+        pathways = tuple(pathways) if pathways else _default_pathways(frame)
         stage, block = _choose_block(frame, stage, block, pathways)
         here = frame[(frame["stage"] == stage) & (frame["block"] == block)]
         sides = [here[here["pathway"] == p].sort_values("position") for p in pathways]
@@ -266,6 +269,15 @@ def cka_pathway_table(
             for i, ra in enumerate(a.itertuples()) for j, rb in enumerate(b.itertuples())
         ]
     )
+
+
+def _default_pathways(frame: pd.DataFrame) -> tuple[str, str]:
+    labels = [p for p in dict.fromkeys(frame["pathway"]) if p != "trunk"]
+    if {"min", "max"} <= set(labels):
+        return ("min", "max")
+    if len(labels) < 2:
+        raise AnalysisError(f"the model has pathways {labels}; a pathway heatmap needs two (an MPNet with >= 2 pathways)")
+    return tuple(sorted(labels)[:2])
 
 
 def _choose_block(frame: pd.DataFrame, stage, block, pathways) -> tuple[int, int]:
