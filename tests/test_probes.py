@@ -142,3 +142,12 @@ def test_probe_table_has_one_row_per_probe_point(tmp_path):
     assert table["converged"].all() and (table["backend"] == "torch").all()
     # the fixture's label signal grows with depth, and so must the probe accuracy
     assert table["test_acc"].is_monotonic_increasing and table["test_acc"].iloc[-1] > 0.9
+
+
+def test_rank_deficient_features_like_dead_relus_still_fit():
+    """Half the units dead (constant) and the rest copies of 3 directions: the sketch of the
+    preconditioner is degenerate, the fit must still converge to a sensible probe."""
+    x, y = blobs(400, 3, 3, separation=3.0)
+    x = np.concatenate([np.repeat(x, 30, axis=1), np.zeros((400, 90))], axis=1).astype(np.float32)
+    result = fit_probe(*split(x, y, 300), l2=1e-2)
+    assert result.converged and result.test_acc > 0.8

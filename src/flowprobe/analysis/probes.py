@@ -295,11 +295,19 @@ class _Preconditioner:
         r = min(rank, d, n)
         gen = torch.Generator(device=x.device).manual_seed(0)
         omega = torch.randn(d, r, generator=gen, device=x.device, dtype=x.dtype)
-        q, _ = torch.linalg.qr(x.T @ (x @ omega))
-        xq = x @ q
-        lam, u = torch.linalg.eigh(xq.T @ xq / n)
-        self.basis = q @ u
         self.l2 = l2
+        try:
+            q, _ = torch.linalg.qr(x.T @ (x @ omega))
+            xq = (x @ q).double()
+            lam, u = torch.linalg.eigh(xq.T @ xq / n)  # r x r, float64: cheap and stable
+        except torch.linalg.LinAlgError:
+            # Rank-deficient features (e.g. many dead ReLUs) can defeat the sketch; the
+            # preconditioner only speeds L-BFGS up, so fall back to none (M = I).
+            self.basis, self.m = x.new_zeros(d, 0), x.new_ones(0)
+            self.m_rest = x.new_ones(())
+            return
+        lam, u = lam.to(x.dtype), u.to(x.dtype)
+        self.basis = q @ u
         self.m = (lam.clamp_min(0) + l2).rsqrt()
         self.m_rest = (lam.clamp_min(0).min() + l2).rsqrt()
 
