@@ -8,6 +8,8 @@ pathway label in every figure; the model's test accuracy is in each legend.
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -128,7 +130,7 @@ def _per_run_grid(table: pd.DataFrame, metrics: list[str], title: str, log_y: tu
             _metric_panel(ax, run_table, metric, log_y=metric in log_y)
             if row == 0:
                 _legend(ax, run_table)
-    fig.suptitle(title)
+    _suptitle(fig, title, len(runs))
     return fig
 
 
@@ -139,8 +141,10 @@ def _heatmaps(table: pd.DataFrame, title: str):
         run_table = table[table["run"] == run]
         grid = run_table.pivot_table(index="layer_a", columns="layer_b", values="cka", aggfunc="mean", sort=False)
         sns.heatmap(grid, ax=ax, vmin=0, vmax=1, cmap="viridis", square=True, cbar_kws={"label": "CKA"})
+        ax.set_xlabel(f"layer of pathway {run_table['pathway_b'].iloc[0]}")
+        ax.set_ylabel(f"layer of pathway {run_table['pathway_a'].iloc[0]}")
         ax.set_title(f"{run_table['model'].iloc[0]} (test acc {accuracy_label(run_table)})", fontsize=9)
-    fig.suptitle(title)
+    _suptitle(fig, title, len(runs))
     return fig
 
 
@@ -162,8 +166,13 @@ def _ablation_bars(table: pd.DataFrame, title: str):
         ax.get_legend().remove()
     fig.legend(handles, [PATHWAY_NAMES.get(label, label) + " removed" for label in labels],
                loc="upper right", ncol=len(labels), fontsize=8)
-    fig.suptitle(title, x=0.3)
+    _suptitle(fig, title, len(runs) - 1 or 1, x=0.3)
     return fig
+
+
+def _suptitle(fig, title: str, panels: int, **kw) -> None:
+    """Figure title wrapped to the figure's width (~55 characters per panel column)."""
+    fig.suptitle(textwrap.fill(title, width=55 * max(1, panels)), **kw)
 
 
 def draw_figure(kind: str, table: pd.DataFrame, pdf: str, png: str, *, title: str = "") -> None:
