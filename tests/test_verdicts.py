@@ -60,3 +60,13 @@ def test_trunk_only_model_has_no_pathway_rows_and_table_is_long():
     assert len(out[(out["run"] == "b") & (out["level"] == "layer")]) == 2 * 5
     tail_b = out[(out["run"] == "b") & (out["verdict"] == "tail")].set_index("probe_point")
     assert list(tail_b["predicted"]) == [False, False, False, True, True]  # input RFs 3, 5, 7, 9, 11 vs 8 px
+
+
+def test_verdicts_do_not_depend_on_the_row_index():
+    """Rows of a second run in a long table carry a shifted index."""
+    shifted = MPNET.set_axis(MPNET.index + 100)
+    assert pathway_verdicts(shifted).equals(pathway_verdicts(MPNET))
+    table = pd.concat([MPNET.assign(run="a", seed=0, model="MP"), MPNET.assign(run="b", seed=0, model="MP")])
+    roles = verdict_table(table, {"a": 32, "b": 32})
+    roles = roles[roles["verdict"] == "role"]
+    assert roles["mean_gain"].notna().all() and (roles.groupby("run")["observed"].apply(list).tolist()[0] == roles.groupby("run")["observed"].apply(list).tolist()[1])

@@ -67,7 +67,8 @@ def layer_verdicts(points: pd.DataFrame, resolution: int, tol: float = LAYER_TOL
 
 def pathway_verdicts(points: pd.DataFrame, tol: float = PATHWAY_TOL, depth_ratio: float = DEPTH_RATIO) -> pd.DataFrame:
     """Per pathway label of a multi-path model: mean gain, predicted and observed role."""
-    points = points.reset_index(drop=True).assign(block_input=block_inputs(points))
+    points = points.reset_index(drop=True)
+    points = points.assign(block_input=block_inputs(points))
     acc_by_name = dict(zip(points["probe_point"], points["test_acc"]))
     branch = points[points["pathway"] != "trunk"]
     per_block = branch.groupby(["stage", "block", "pathway"], sort=False).agg(
