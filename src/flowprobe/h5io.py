@@ -16,19 +16,9 @@ import numpy as np
 import pandas as pd
 
 from flowprobe.errors import ActivationFileError
+from flowprobe.models.base import POINT_COLUMNS
 
 SPLITS = ("train", "test")
-POINT_COLUMNS = [
-    "probe_point",
-    "stage",
-    "block",
-    "pathway",
-    "position",
-    "kind",
-    "receptive_field",
-    "input_receptive_field",
-    "border_layer",
-]
 REQUIRED_ROOT_ATTRS = ("probe_points", "resolution", "test_accuracy", "seed", "complete")
 
 

@@ -17,6 +17,20 @@ import torch
 from torch import nn
 
 
+# The probe-point metadata every analysis table carries (h5io.point_frame), in this order.
+POINT_COLUMNS = [
+    "probe_point",
+    "stage",
+    "block",
+    "pathway",
+    "position",
+    "kind",
+    "receptive_field",
+    "input_receptive_field",
+    "border_layer",
+]
+
+
 @dataclass(frozen=True)
 class RF:
     """Receptive field `size` and `jump` (product of strides) at a point of the network."""

@@ -19,20 +19,9 @@ import pandas as pd
 from torch import nn
 
 from flowprobe.errors import ModelSpecError
-from flowprobe.models.base import RF, ProbePoint, taps
+from flowprobe.models.base import POINT_COLUMNS, RF, ProbePoint, taps
 
-RF_COLUMNS = [
-    "probe_point",
-    "stage",
-    "block",
-    "pathway",
-    "position",
-    "kind",
-    "receptive_field",
-    "input_receptive_field",
-    "jump",
-    "border_layer",
-]
+RF_COLUMNS = [*POINT_COLUMNS[:-1], "jump", POINT_COLUMNS[-1]]
 MIN_COLUMNS = ["receptive_field_min", "input_receptive_field_min", "border_layer_min"]
 
 
