@@ -21,21 +21,18 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from flowprobe import h5io
+from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, objective  # noqa: F401
 from flowprobe.errors import AnalysisError, ConfigError
 
 DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 BACKENDS = ("torch", "sklearn")
-SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
 
 
 @dataclass(frozen=True)
@@ -49,13 +46,6 @@ class ProbeResult:
     n_iter: int
     backend: str
     val_acc: float  # held-out accuracy of the chosen l2; NaN when l2 was given
-
-
-@dataclass
-class _Fit:
-    params: object
-    n_iter: int
-    converged: bool
 
 
 def fit_probe(
@@ -82,7 +72,7 @@ def fit_probe(
     (the probe stage owns the arrays it reads, so it saves a copy of the largest matrix).
     """
     _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol)
-    y_train, y_test = _as_numpy(y_train).astype(np.int64), _as_numpy(y_test).astype(np.int64)
+    y_train, y_test = as_numpy(y_train).astype(np.int64), as_numpy(y_test).astype(np.int64)
     classes = np.unique(y_train)
     if len(classes) < 2:
         raise AnalysisError(f"probe needs at least 2 classes in the train split, got {classes.tolist()}")
@@ -173,10 +163,6 @@ def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(lse - logits[np.arange(len(y)), y]))
 
 
-def _as_numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"probe backend '{backend}' is unknown; use one of {BACKENDS}")
@@ -193,201 +179,3 @@ def _make_solver(backend, max_iter, tol, device):
     if backend == "torch":
         return TorchLBFGS(max_iter, tol, device)
     return SklearnLBFGS(max_iter, tol)
-
-
-STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
-
-
-class TorchLBFGS:
-    """Full-batch L-BFGS (strong Wolfe) on the device, float32 with a float64 finish.
-
-    One evaluation is two matmuls (logits X W^T, gradient G^T X with G = (softmax - onehot)/n)
-    and no autograd graph. L-BFGS runs on Z with W = Z M, M = P^{-1/2} for the preconditioner
-    P = V diag(lam + l2) V^T + (lam_r + l2)(I - V V^T) built from the top-r eigenpairs (lam, V)
-    of the feature covariance X^T X / n (randomised Nystrom/Rayleigh-Ritz, Halko et al. 2011):
-    the objective and its minimiser are unchanged, only the curvature L-BFGS sees is evened
-    out (3-4x fewer iterations on CNN features). Convergence is judged on the W gradient.
-    """
-
-    def __init__(self, max_iter: int, tol: float, device=None, rank: int = 64):
-        self.max_iter, self.tol, self.rank = max_iter, tol, rank
-        auto = device in (None, "auto")
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
-
-    def standardise(self, x_train, x_test, overwrite: bool = False):
-        """Standardise with train statistics (float64 sums over row chunks, so no temporary
-        of the matrix's size); with `overwrite`, float32 CPU inputs are modified in place."""
-        x_train, x_test = (self._tensor(v, overwrite) for v in (x_train, x_test))
-        n = len(x_train)
-        mean = x_train.sum(0, dtype=torch.float64) / n
-        var = sum(
-            (chunk.double() - mean).pow_(2).sum(0) for chunk in x_train.split(STANDARDISE_CHUNK)
-        ) / n
-        std = var.sqrt().float()
-        std[std == 0] = 1.0  # constant feature: centred to 0, left unscaled
-        mean = mean.float()
-        return x_train.sub_(mean).div_(std), x_test.sub_(mean).div_(std)
-
-    def _tensor(self, x, overwrite: bool) -> torch.Tensor:
-        t = torch.as_tensor(x)
-        shares_input = t.device == self.device and t.dtype == torch.float32
-        t = t.to(self.device, torch.float32)
-        return t.clone() if shares_input and not overwrite else t
-
-    def rows(self, x, idx):
-        return x[torch.as_tensor(idx, device=x.device)]
-
-    def logits(self, params, x) -> np.ndarray:
-        w, b = params
-        return torch.addmm(b, x, w.T).cpu().numpy()
-
-    def fit(self, x, y, l2, init=None) -> _Fit:
-        y = torch.as_tensor(y, device=x.device)
-        k = int(y.max()) + 1
-        w, b = (p.clone() for p in init) if init else (x.new_zeros(k, x.shape[1]), x.new_zeros(k))
-        with _one_thread_if_small(x):
-            return self._minimise(x, y, l2, w, b)
-
-    def _minimise(self, x, y, l2, w, b) -> _Fit:
-        """L-BFGS on Z until ||dL/dW||_inf <= tol: tightens the Z tolerance when Z converged
-        first, finishes in float64 when float32 stalls, stops at max_iter."""
-        pre = _Preconditioner(x, l2, self.rank)
-        z, z_tol, n_iter, grad_inf = pre.to_z(w), self.tol, 0, math.inf
-        while n_iter < self.max_iter:
-            n_iter += _lbfgs(lambda z_, b_: pre.objective(x, y, z_, b_), z, b, self.max_iter - n_iter, z_tol)
-            _, grad_w, grad_b = objective(x, y, l2, pre.to_w(z), b)
-            grad_inf = max(grad_w.abs().max().item(), grad_b.abs().max().item())
-            if grad_inf <= self.tol:
-                break
-            z_grad_inf = max(pre.to_z_grad(grad_w).abs().max().item(), grad_b.abs().max().item())
-            if z_grad_inf <= z_tol:  # Z converged but W not yet: tighten the Z tolerance
-                z_tol = z_grad_inf * self.tol / grad_inf / 2
-            elif x.dtype == torch.float32:  # stalled at float32 resolution: finish in float64
-                w, x, b = pre.to_w(z).double(), x.double(), b.double()
-                pre = _Preconditioner(x, l2, self.rank)
-                z = pre.to_z(w)
-            else:
-                break
-        w = pre.to_w(z)
-        return _Fit((w.float(), b.float()), n_iter, grad_inf <= self.tol)
-
-
-@contextmanager
-def _one_thread_if_small(x):
-    """Run a small CPU problem single-threaded: there every op's thread hand-off costs more
-    than it saves, and on oversubscribed cores (parallel workflow jobs) it costs 100x."""
-    before = torch.get_num_threads()
-    if x.device.type != "cpu" or x.numel() > SMALL_PROBLEM or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-class _Preconditioner:
-    """W = Z M with M = P^{-1/2} (see TorchLBFGS); M is symmetric, so dL/dZ = (dL/dW) M."""
-
-    def __init__(self, x, l2: float, rank: int):
-        n, d = x.shape
-        r = min(rank, d, n)
-        gen = torch.Generator(device=x.device).manual_seed(0)
-        omega = torch.randn(d, r, generator=gen, device=x.device, dtype=x.dtype)
-        self.l2 = l2
-        try:
-            q, _ = torch.linalg.qr(x.T @ (x @ omega))
-            xq = (x @ q).double()
-            lam, u = torch.linalg.eigh(xq.T @ xq / n)  # r x r, float64: cheap and stable
-        except torch.linalg.LinAlgError:
-            # Rank-deficient features (e.g. many dead ReLUs) can defeat the sketch; the
-            # preconditioner only speeds L-BFGS up, so fall back to none (M = I).
-            self.basis, self.m = x.new_zeros(d, 0), x.new_ones(0)
-            self.m_rest = x.new_ones(())
-            return
-        lam, u = lam.to(x.dtype), u.to(x.dtype)
-        self.basis = q @ u
-        self.m = (lam.clamp_min(0) + l2).rsqrt()
-        self.m_rest = (lam.clamp_min(0).min() + l2).rsqrt()
-
-    def _apply(self, a, m, m_rest):
-        return m_rest * a + ((a @ self.basis) * (m - m_rest)) @ self.basis.T
-
-    def to_w(self, z):
-        return self._apply(z, self.m, self.m_rest)
-
-    def to_z(self, w):
-        return self._apply(w, 1 / self.m, 1 / self.m_rest)
-
-    to_z_grad = to_w
-
-    def objective(self, x, y, z, b):
-        loss, grad_w, grad_b = objective(x, y, self.l2, self.to_w(z), b)
-        return loss, self.to_z_grad(grad_w), grad_b
-
-
-def _lbfgs(loss_and_grads, z, b, max_iter: int, tol: float) -> int:
-    """torch.optim.LBFGS over (z, b) in place with hand-written gradients; returns iterations."""
-    opt = torch.optim.LBFGS(
-        [z, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
-        history_size=10, line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        loss, z.grad, b.grad = loss_and_grads(z, b)
-        return loss
-
-    opt.step(closure)
-    return int(opt.state[z]["n_iter"])
-
-
-@torch.no_grad()
-def objective(x, y, l2, w, b):
-    """L(W, b) of the module docstring and its exact gradient (dL/dW, dL/db)."""
-    logits = torch.addmm(b, x, w.T)
-    lse = logits.logsumexp(1, keepdim=True)
-    loss = (lse.squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)).mean() + 0.5 * l2 * w.pow(2).sum()
-    g = (logits - lse).exp_()
-    g[torch.arange(len(y), device=y.device), y] -= 1.0
-    g /= len(y)
-    return loss, g.T @ x + l2 * w, g.sum(0)
-
-
-class SklearnLBFGS:
-    """Reference backend: `LogisticRegression(solver='lbfgs', C=1/(l2 n))` in float64,
-    cold-started at every l2; converged means n_iter_ < max_iter."""
-
-    def __init__(self, max_iter: int, tol: float):
-        self.max_iter, self.tol = max_iter, tol
-
-    def standardise(self, x_train, x_test, overwrite: bool = False):
-        x_train, x_test = (_as_numpy(v).astype(np.float64) for v in (x_train, x_test))
-        mean, std = x_train.mean(0), x_train.std(0)
-        std[std == 0] = 1.0
-        return (x_train - mean) / std, (x_test - mean) / std
-
-    def rows(self, x, idx):
-        return x[idx]
-
-    def fit(self, x, y, l2, init=None) -> _Fit:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-
-        # two classes: sklearn fits one binomial v = W_1 - W_0, and the multinomial optimum
-        # has W_1 = -W_0 = v/2, so (l2/2)||W||^2 = (l2/4)||v||^2, i.e. C doubles
-        scale = 2.0 if len(np.unique(y)) == 2 else 1.0
-        c = scale / (l2 * len(y))
-        model = LogisticRegression(C=c, solver="lbfgs", max_iter=self.max_iter, tol=self.tol)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # reported through `converged`
-            model.fit(x, y)
-        n_iter = int(np.max(model.n_iter_))
-        w, b = model.coef_, model.intercept_
-        if w.shape[0] == 1:  # binomial v -> the equivalent multinomial pair (-v/2, v/2)
-            w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
-        return _Fit((w, b), n_iter, n_iter < self.max_iter)
-
-    def logits(self, params, x) -> np.ndarray:
-        w, b = params
-        return x @ w.T + b
