@@ -75,6 +75,8 @@ def test_nan_loss_stops_with_epoch_batch_and_lr(tiny, tmp_path):
 def test_divergence_can_be_recorded(tiny, tmp_path):
     _, summary = _train(tiny, tmp_path, epochs=2, lr=1e30, on_divergence="record")
     assert summary["diverged"] and "learning rate" in summary["diverged_at"]
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert rows[-1]["diverged"] == "1" and rows[-1]["test_acc"] == "nan"
 
 
 KILLABLE = """

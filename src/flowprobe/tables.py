@@ -21,13 +21,18 @@ FIGURE_INPUTS = {
     "cka_pathways": ["cka_pathways.csv"],
     "ablation": ["ablation.csv"],
 }
-RUN_COLUMNS = ["run", "seed", "model", "test_accuracy"]
+RUN_COLUMNS = ["run", "seed", "model", "test_accuracy", "diverged"]
 
 
-def final_test_accuracy(train_log: str) -> float:
-    """Test accuracy after the last finished epoch (NaN for a run that diverged at once)."""
+def final_test_accuracy(train_log: str) -> tuple[float, bool]:
+    """(test accuracy after the last finished epoch, whether training diverged).
+
+    A run recorded as diverged (`train.on_divergence: record`) ends with a NaN row flagged
+    `diverged`; its accuracy is the last finished epoch's (NaN if none finished)."""
     log = pd.read_csv(train_log)
-    return float(log["test_acc"].iloc[-1]) if len(log) else float("nan")
+    diverged = bool(log["diverged"].fillna(0).astype(bool).any()) if "diverged" in log else False
+    finished = log["test_acc"].dropna()
+    return (float(finished.iloc[-1]) if len(finished) else float("nan")), diverged
 
 
 def merge_point_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -47,11 +52,13 @@ def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
         files = member["files"]
         frames = [pd.read_csv(files[name]) for name in FIGURE_INPUTS[kind]]
         table = merge_point_tables(frames) if "probe_point" in frames[0] else frames[0]
+        accuracy, diverged = final_test_accuracy(files["train_log.csv"])
         label = {
             "run": member["run"],
             "seed": member["seed"],
             "model": member["model"],
-            "test_accuracy": final_test_accuracy(files["train_log.csv"]),
+            "test_accuracy": accuracy,
+            "diverged": diverged,
         }
         for i, (col, value) in enumerate(label.items()):
             table.insert(i, col, value)
@@ -84,7 +91,9 @@ def summarise(kind: str, table: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_label(table: pd.DataFrame) -> str:
     """'83.4%' or '83.4 ± 0.5%' over the seeds present in `table`."""
-    accs = table.drop_duplicates(["run", "seed"])["test_accuracy"].to_numpy() * 100
-    if len(accs) > 1:
-        return f"{np.nanmean(accs):.1f} ± {np.nanstd(accs, ddof=1):.1f}%"
-    return f"{accs[0]:.1f}%"
+    runs = table.drop_duplicates(["run", "seed"])
+    accs = runs["test_accuracy"].to_numpy() * 100
+    text = f"{np.nanmean(accs):.1f} ± {np.nanstd(accs, ddof=1):.1f}%" if len(accs) > 1 else f"{accs[0]:.1f}%"
+    if "diverged" in runs and runs["diverged"].astype(bool).any():
+        text += f" — DIVERGED ({int(runs['diverged'].astype(bool).sum())} of {len(runs)} seeds)"
+    return text

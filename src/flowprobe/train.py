@@ -24,7 +24,7 @@ from flowprobe.errors import TrainingError
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
+LOG_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "diverged"]
 
 
 @dataclass(frozen=True)
@@ -107,13 +107,16 @@ def train_model(
                 raise
             log.error("%s; recording the run as diverged", err)
             summary.update(diverged=True, diverged_at=str(err))
+            nan = float("nan")
+            _append_log(log_path, dict(epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=nan, train_acc=nan,
+                                       test_loss=nan, test_acc=nan, seconds=time.perf_counter() - t0, diverged=1))
             break
         lr = opt.param_groups[0]["lr"]
         sched.step()
         test_loss, test_acc = evaluate(model, test_batches)
         row = dict(
             epoch=epoch + 1, lr=lr, train_loss=train_loss, train_acc=train_acc,
-            test_loss=test_loss, test_acc=test_acc, seconds=time.perf_counter() - t0,
+            test_loss=test_loss, test_acc=test_acc, seconds=time.perf_counter() - t0, diverged=0,
         )
         _append_log(log_path, row)
         log.info(

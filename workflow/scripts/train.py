@@ -20,8 +20,5 @@ summary = train_model(
 )
 log.info("test accuracy %.4f", summary["test_accuracy"])
 save_trained(sm.output.model, model, p.run, p.seed, summary, data.classes)
-if partial_log.exists():
-    partial_log.replace(sm.output.train_log)
-else:  # diverged in the first epoch: an empty log with its header keeps the table rule simple
-    Path(sm.output.train_log).write_text("epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds\n")
+partial_log.replace(sm.output.train_log)
 checkpoint.unlink(missing_ok=True)
