@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 from snakemake.profiles import ProfileConfigFileParser
+from snakemake_stats import job_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -175,20 +176,6 @@ def runs(cluster, tmp_path_factory):
     assert slurm.returncode == 0, failure("snakemake --profile slurm", slurm_log, dirs["slurm"])
     assert local_rc == 0, failure("local snakemake", local_log, dirs["local"])
     return dirs["slurm"], slurm_log.read_text(), dirs["local"]
-
-
-def job_stats(log: str) -> dict[str, int]:
-    """Job counts per rule of snakemake's first 'Job stats' table."""
-    counts, inside = {}, False
-    for line in log.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            inside = True
-        elif inside and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def slurm_jobs(log: str) -> dict[str, dict[str, str]]:

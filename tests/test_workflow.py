@@ -9,6 +9,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
+from snakemake_stats import job_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -26,17 +27,8 @@ def snakemake(workdir: Path, *args: str, config: str = "tiny.yaml", check: bool 
 
 
 def scheduled(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Job counts of a dry run's 'Job stats' table."""
-    counts, inside = {}, False
-    for line in (proc.stdout + proc.stderr).splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            inside = True
-        elif inside and len(parts) == 2 and parts[1].isdigit():
-            if parts[0] == "total":
-                break
-            counts[parts[0]] = int(parts[1])
-    return counts
+    """Job counts of a dry run."""
+    return job_stats(proc.stdout + proc.stderr)
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,3 @@ def _meta_forward(run: dict, channels: int, size: int) -> None:
         model = build_model(run["model"], 10, in_channels=channels, input_size=size, **run["model_options"])
         model(torch.zeros(2, channels, size, size))
 
-
-def run_label(run: dict) -> str:
-    """Short human label of a run for legends: its model spec."""
-    return run["model"]

@@ -21,7 +21,6 @@ FIGURE_INPUTS = {
     "cka_pathways": ["cka_pathways.csv"],
     "ablation": ["ablation.csv"],
 }
-RUN_COLUMNS = ["run", "seed", "model", "test_accuracy", "diverged"]
 
 
 def final_test_accuracy(train_log: str) -> tuple[float, bool]:
