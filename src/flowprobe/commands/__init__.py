@@ -1,0 +1,1 @@
+"""Subcommands of the `flowprobe` console command (see flowprobe.cli)."""
