@@ -55,23 +55,80 @@ def test_stride_on_first_conv_grows_the_field_faster():
     assert last.loc["s0.b0.p0.1", ["receptive_field", "jump"]].tolist() == [3 + 2 + 2, 2]
 
 
-def test_one_border_layer_per_pathway_lineage():
+def borders(table, column="border_layer"):
+    return sorted(table.index[table[column]])
+
+
+def test_border_rules_by_hand_on_a_dilated_mpnet():
+    # smallest fields of the adds (through the 3x3 pathway): 5, 9, 17, 33; largest: 11, 27, 59, 123
+    table = rf_table("MPNet1(1:3x3,1:5x5d2)", 32, widths=(2, 2, 2, 2))
+    # smallest-field rule: only the last add sees >= 32 px along every path into it
+    assert borders(table) == ["s3.b0.add"]
+    # largest-field rule: the add of stage 2 (input 59), then each pathway's first conv after it
+    assert borders(table, "border_layer_max") == ["s2.b0.add", "s3.b0.max.0", "s3.b0.min.0"]
+
+
+def test_a_layer_stays_productive_while_a_parallel_pathway_does_not_see_the_image():
+    """rfa-toolbox's is_border also asks every later layer to see the whole image: the second
+    31x31 conv sees 33 px along every path into it, but the block's 3x3 pathway sees 5 px, so the
+    add after it (and the layers after that) still integrate new context."""
+    table = rf_table("MPNet1(1:3x3,2:31x31)", 32, widths=(2, 2, 2, 2))
+    assert table.loc["s0.b0.max.1", "input_receptive_field_min"] == 33
+    assert table.loc["s0.b0.add", "receptive_field_min"] == 5
+    assert not table.loc["s0.b0.max.1", "border_layer"]
+    assert table.loc["s0.b0.max.1", "border_layer_max"]
+    # adds (smallest field) 5, 9, 17, 33: the max pathway turns unproductive in the last block
+    assert borders(table) == ["s3.b0.add", "s3.b0.max.1"]
+
+
+@pytest.mark.parametrize("column, field", [("border_layer", "input_receptive_field_min"),
+                                           ("border_layer_max", "input_receptive_field")])
+def test_at_most_one_border_layer_per_pathway_lineage(column, field):
     table = rf_table("MPNet2(1:3x3,2:7x7)", 32, widths=(2, 2, 2, 2))
-    borders = table[table.border_layer]
-    assert sorted(borders.pathway) == ["max", "min", "trunk"]
-    for _, row in borders.iterrows():
+    flagged = table[table[column]]
+    assert sorted(flagged.pathway) == ["max", "min", "trunk"]
+    for _, row in flagged.iterrows():
         lineage = table[table.pathway == row.pathway]
-        before = lineage.loc[: row.name].iloc[:-1]
-        assert row.input_receptive_field >= 32
-        assert (before.input_receptive_field < 32).all()
+        assert row[field] >= 32
+        assert not lineage.loc[: row.name].iloc[:-1][column].any()
 
 
-def test_trunk_only_models_have_one_border_layer():
-    for spec, kw in [("ResNet18", dict(widths=(2, 2, 2, 2))), ("DenseNet18", dict(growth_rate=2, init_features=2))]:
-        table = rf_table(spec, 32, **kw)
-        assert table.border_layer.sum() == 1
-        # skip connections keep the smallest field tiny: no layer is unproductive by the min rule
-        assert not table.border_layer_min.any()
+def test_skip_connections_keep_resnets_productive():
+    # identity and 1x1 shortcuts keep the smallest field at the stem's: no border layer at all,
+    # while the largest field passes 32 px in stage 1 (ResNet34, CIFAR stem)
+    table = rf_table("ResNet34", 32, widths=(2, 2, 2, 2))
+    assert not table.border_layer.any()
+    assert set(table[table.pathway == "trunk"].receptive_field_min) == {3}
+    assert borders(table, "border_layer_max") == ["s1.b2.add", "s1.b2.branch"]
+
+
+def test_densenet18_as_the_study_ran_it_skips_its_last_dense_block():
+    """phd-lab's DenseNet18 (ImageNet stem) at 32 px: along the concatenations only the stem and
+    the transitions grow the field, 7 -> 11 (max pool, j 4) -> 15 -> 23 -> 39 (1x1 conv + 2x2
+    avg pool each): the last dense block is the tail, as the paper's Fig. 3 observes."""
+    table = rf_table("DenseNet18", 32, growth_rate=2, init_features=2, stem="imagenet")
+    assert [table.loc[f"s{s}.trans", "receptive_field_min"] for s in range(3)] == [15, 23, 39]
+    assert borders(table) == ["s3.b0.bottleneck", "s3.b0.cat"]
+    assert borders(rf_table("DenseNet18", 32, growth_rate=2, init_features=2)) == []
+
+
+def test_resnet_branch_and_add_fields_by_hand():
+    table = rf_table("ResNet18", 32, widths=(2, 2, 2, 2))
+    row = lambda name: table.loc[name, ["input_receptive_field", "receptive_field", "receptive_field_min"]].tolist()
+    assert row("s0.b0.conv") == [3, 5, 5]
+    assert row("s0.b0.branch") == [5, 7, 7]
+    assert row("s0.b0.add") == [7, 7, 3]  # the union of branch (7) and identity shortcut (3)
+    # stage 0 ends at 11 (s0.b1); the stride-2 conv: 13 (j 2); the second conv: 13 + 2 * 2
+    assert row("s1.b0.branch") == [13, 17, 9]
+    assert table.loc["s1.b0.add", "receptive_field_min"] == 3  # 1x1 stride-2 shortcut
+
+
+def test_densenet_new_features_and_concat_fields_by_hand():
+    table = rf_table("DenseNet18", 32, growth_rate=2, init_features=2)
+    assert table.loc["s0.b0.bottleneck", ["input_receptive_field", "receptive_field"]].tolist() == [3, 3]
+    assert table.loc["s0.b0.new", ["input_receptive_field", "receptive_field"]].tolist() == [3, 5]
+    assert table.loc["s0.b0.cat", ["receptive_field", "receptive_field_min"]].tolist() == [5, 3]
+    assert table.loc["s0.b1.new", "receptive_field"] == 7
 
 
 def test_input_too_small_is_a_spec_error():

@@ -55,8 +55,9 @@ class ProbePoint:
     name: str
     stage: int
     block: int
-    pathway: str  # trunk | min | max | p0..pN
-    position: int  # index along the pathway inside its block (trunk: along the trunk)
+    # trunk | branch (inside a unit a skip connection bypasses) | min | max | p0..pN (MPNet pathways)
+    pathway: str
+    position: int  # index along the pathway/branch inside its block (trunk: along the trunk)
     kind: str  # conv | linear | merge | concat | add
     receptive_field: int  # RF of this point's output
     input_receptive_field: int  # RF of this unit's input (border-layer rule)

@@ -5,8 +5,13 @@ BN -> ReLU -> Conv3x3(k), transitions BN -> ReLU -> Conv1x1 (compression 0.5) ->
 final BN -> ReLU -> global average pool -> linear.
 stem='cifar': 3x3 conv -> BN -> ReLU; stem='imagenet': 7x7/2 conv -> BN -> ReLU -> 3x3/2 max
 pool, which is what the study's phd-lab `models/densenet.py` trained on 32x32 CIFAR-10.
-Probe points per dense layer: `bottleneck` (after the second ReLU) and `cat` (the layer's
-input concatenated with its new features); per transition: `trans` (after the pool).
+Probe points per dense layer: `bottleneck` (after the second ReLU) and `new` (the 3x3 conv's
+output: the growth-rate channels the layer adds), pathway `branch`, positions 0 and 1, since
+the concatenation bypasses the layer; `cat` (the layer's input concatenated with its new
+features), a trunk point. Per transition: `trans` (after the pool, trunk). The study probed
+each layer's new features; the concatenation keeps the block input, so its probe accuracy
+cannot decay inside a skipped block. Zeroing the `new` tap (Tap.ablate) removes the layer:
+it adds zeros.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ BOTTLENECK = 4  # bottleneck width = 4 * growth rate
 
 
 class DenseLayer(nn.Module):
-    def __init__(self, c_in: int, growth: int, bottleneck_tap: Tap, cat_tap: Tap):
+    def __init__(self, c_in: int, growth: int, bottleneck_tap: Tap, new_tap: Tap, cat_tap: Tap):
         super().__init__()
         width = BOTTLENECK * growth
         self.bottleneck = nn.Sequential(OrderedDict(
@@ -34,10 +39,11 @@ class DenseLayer(nn.Module):
             bn2=nn.BatchNorm2d(width), relu2=nn.ReLU(), tap=bottleneck_tap,
         ))
         self.conv2 = nn.Conv2d(width, growth, 3, padding=1, bias=False)
+        self.new_tap = new_tap
         self.tap = cat_tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tap(torch.cat([x, self.conv2(self.bottleneck(x))], 1))
+        return self.tap(torch.cat([x, self.new_tap(self.conv2(self.bottleneck(x)))], 1))
 
 
 def _transition(c_in: int, trace: Trace, s: int, position: int) -> tuple[nn.Module, Trace]:
@@ -59,12 +65,13 @@ def build_densenet18(num_classes: int, in_channels: int = 3, input_size: int = 3
     modules, c, position = OrderedDict(), init_features, 1
     for s, n_layers in enumerate(LAYERS_PER_BLOCK):
         for b in range(n_layers):
-            neck = trace.conv(1)
-            grown = Trace.merge(trace, neck.conv(3))
-            neck_tap = Tap(Site(f"s{s}.b{b}.bottleneck", s, b, "trunk", position).point("conv", trace, neck))
-            cat_tap = Tap(Site(f"s{s}.b{b}.cat", s, b, "trunk", position + 1).point("concat", neck, grown))
-            modules[f"s{s}_b{b}"] = DenseLayer(c, growth_rate, neck_tap, cat_tap)
-            trace, c, position = grown, c + growth_rate, position + 2
+            neck, new = trace.conv(1), trace.conv(1).conv(3)
+            grown = Trace.merge(trace, new)
+            neck_tap = Tap(Site(f"s{s}.b{b}.bottleneck", s, b, "branch", 0).point("conv", trace, neck))
+            new_tap = Tap(Site(f"s{s}.b{b}.new", s, b, "branch", 1).point("conv", neck, new))
+            cat_tap = Tap(Site(f"s{s}.b{b}.cat", s, b, "trunk", position).point("concat", grown, grown))
+            modules[f"s{s}_b{b}"] = DenseLayer(c, growth_rate, neck_tap, new_tap, cat_tap)
+            trace, c, position = grown, c + growth_rate, position + 1
         if s < len(LAYERS_PER_BLOCK) - 1:
             modules[f"s{s}_trans"], trace = _transition(c, trace, s, position)
             c, position = c // 2, position + 1

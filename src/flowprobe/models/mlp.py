@@ -2,8 +2,10 @@
 
 x (flattened C*H*W) -> fc1 (width) -> `span` hidden layers of `width`, wrapped by ONE skip
 connection that adds fc1's output back after them -> `depth` more layers -> linear head.
-Every hidden layer is Linear -> ReLU. Probe points: fc1..fc{1+span} (the skipped span),
-`add` (where the skip rejoins), fc{2+span}..fc{1+span+depth}.
+Every hidden layer is Linear -> ReLU. Probe points: fc1 (trunk), fc2..fc{1+span} (the span
+the skip bypasses: pathway `branch`, stage 1, block 0, positions 0..span-1), `add` (where the
+skip rejoins, trunk), fc{2+span}..fc{1+span+depth} (trunk). Zeroing fc{1+span}'s tap
+(Tap.ablate) removes the span: `add` then equals fc1's output.
 phd-lab fed only the first input channel (784 inputs on MNIST); with in_channels=1 that is
 the same network.
 """
@@ -45,11 +47,11 @@ def build_alain_mlp(num_classes: int, in_channels: int = 1, input_size: int = 28
     first, trace = linear_unit(in_channels * input_size * input_size, width, trace, Site("fc1", 0, 0))
     skipped = []
     for i in range(span):
-        unit, trace = linear_unit(width, width, trace, Site(f"fc{i + 2}", 1, 0, "trunk", i + 1))
+        unit, trace = linear_unit(width, width, trace, Site(f"fc{i + 2}", 1, 0, "branch", i))
         skipped.append(unit)
-    add_tap = Tap(Site("add", 1, 0, "trunk", span + 1).point("add", trace, trace))
+    add_tap = Tap(Site("add", 1, 0, "trunk", 1).point("add", trace, trace))
     tail = []
     for i in range(depth):
-        unit, trace = linear_unit(width, width, trace, Site(f"fc{span + 2 + i}", 2, 0, "trunk", span + 2 + i))
+        unit, trace = linear_unit(width, width, trace, Site(f"fc{span + 2 + i}", 2, 0, "trunk", 2 + i))
         tail.append(unit)
     return AlainMLP(first, nn.Sequential(*skipped), add_tap, nn.Sequential(*tail), nn.Linear(width, num_classes))

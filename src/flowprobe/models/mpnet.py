@@ -1,10 +1,18 @@
 """Multi-path networks (MPNet) of Richter et al. (ICLR 2022 submission).
 
 Grammar: `MPNet{K}(n1:k1xk1, n2:k2xk2[, ...])`, each pathway optionally dilated with a
-suffix `d{d}` (`3:3x3d2`). Four stages of K blocks; a block runs its pathways in parallel on
+suffix `d{d}` (`3:3x3d2`). Four stages of blocks; a block runs its pathways in parallel on
 the block input, each a chain of n x (Conv kxk, dilation d -> BN -> ReLU), and merges them by
 element-wise addition (or concatenation + 1x1 conv -> BN -> ReLU). Stem: 3x3 conv -> BN -> ReLU.
 Head: global average pool + linear.
+
+Blocks per stage: the option `blocks` (4 integers, one per stage, e.g. (1, 1, 1, 1)) sets them
+and overrides K; without it each stage has K blocks. The paper's K is a model *name*, not a
+block count: its MPNet2 / MPNet4 are the study's `mpnet18_*` / `mpnet36_*` families (about 18 /
+36 layers along the deepest path), built with `stage_seq` [1,1,1,1] or [2,2,2,2] (MPNet2) and
+[2,2,2,2] or [4,4,4,4] (MPNet4) depending on the pathways (phd-lab `models/multipath.py`). So a
+paper experiment must give `blocks` explicitly (config.yaml does, docs/experiments.md says why);
+the count used is `model.blocks_per_stage` and is logged when the model is built.
 
 Downsampling defaults follow the study's code (phd-lab, `models/multipath.py`): every stage,
 stage 0 included, halves the resolution; the stride-2 sits in the stage's *last* block, on the
@@ -13,6 +21,7 @@ stage 0 included, halves the resolution; the stride-2 sits in the stage's *last*
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -25,17 +34,20 @@ from flowprobe.models.receptive import Site, Trace
 from flowprobe.models.units import ConvNet, conv_unit
 
 GRAMMAR = (
-    "MPNet{K}(n1:k1xk1, n2:k2xk2[, ...]) with K blocks per stage and, per pathway, depth n >= 1, "
+    "MPNet{K}(n1:k1xk1, n2:k2xk2[, ...]) with K blocks per stage (unless the option blocks gives them) "
+    "and, per pathway, depth n >= 1, "
     "an odd square kernel k and an optional dilation suffix d{d}, "
     "e.g. MPNet2(1:3x3,4:7x7) or MPNet2(1:3x3,2:3x3d2)"
 )
 _SPEC = re.compile(r"^MPNet(\d+)\((.*)\)$")
 _PATHWAY = re.compile(r"^(\d+):(\d+)x(\d+)(?:d(\d+))?$")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class MPNetSpec:
-    """K blocks per stage; pathways as (depth n, kernel k, dilation d)."""
+    """K of the spec (blocks per stage unless the `blocks` option overrides it); pathways as
+    (depth n, kernel k, dilation d)."""
 
     blocks_per_stage: int
     pathways: list[tuple[int, int, int]] = field(default_factory=list)
@@ -129,6 +141,7 @@ class _Layout:
     """Build options of one MPNet (see build_mpnet)."""
 
     spec: MPNetSpec
+    blocks: tuple[int, ...]
     widths: tuple[int, ...]
     merge: str
     downsample: str
@@ -138,28 +151,39 @@ class _Layout:
 
 def build_mpnet(spec: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
                 widths=(64, 128, 256, 512), merge: str = "add", downsample: str = "last",
-                stride_block: str = "last", stage_strides=(2, 2, 2, 2)) -> MPNet:
+                stride_block: str = "last", stage_strides=(2, 2, 2, 2), blocks=None) -> ConvNet:
     """Build an MPNet from its spec string.
 
+    blocks: blocks per stage, 4 positive integers (default: K of the spec in every stage);
     downsample: conv of each pathway that carries the stride ('last' as in phd-lab, or 'first'
     as the paper's text says); stride_block: block of a stage that carries it ('last' as in
     phd-lab, or 'first'); stage_strides: stride of each stage ((1, 2, 2, 2) is the CIFAR
     convention of keeping stage 0 at full resolution).
     """
-    layout = _Layout(parse_mpnet(spec), tuple(widths), merge, downsample, stride_block, tuple(stage_strides))
+    parsed = parse_mpnet(spec)
+    per_stage = (parsed.blocks_per_stage,) * 4 if blocks is None else _as_tuple(blocks)
+    layout = _Layout(parsed, per_stage, tuple(widths), merge, downsample, stride_block, tuple(stage_strides))
     _check_layout(layout)
+    source = "from K of the spec" if blocks is None else "from the blocks option"
+    log.info("%s: blocks per stage %s (%s)", spec, list(layout.blocks), source)
     trace = Trace.start(input_size)
     stem, trace = conv_unit(in_channels, layout.widths[0], 3, trace, Site("stem", -1, -1))
     stages, c_in, trunk_position = nn.Sequential(), layout.widths[0], 1
     for s, width in enumerate(layout.widths):
-        blocks = []
-        for b in range(layout.spec.blocks_per_stage):
+        stage = []
+        for b in range(layout.blocks[s]):
             block, trace, trunk_position = _block(layout, s, b, c_in, width, trace, trunk_position)
-            blocks.append(block)
+            stage.append(block)
             c_in = width
-        stages.append(nn.Sequential(*blocks))
+        stages.append(nn.Sequential(*stage))
     # PyTorch's default initialisation, as phd-lab's MPNet (BN follows every conv)
-    return ConvNet(stem, stages, layout.widths[-1], num_classes)
+    model = ConvNet(stem, stages, layout.widths[-1], num_classes)
+    model.blocks_per_stage = layout.blocks
+    return model
+
+
+def _as_tuple(values) -> tuple:
+    return tuple(values) if isinstance(values, (list, tuple)) else (values,)
 
 
 def _check_layout(layout: _Layout) -> None:
@@ -167,7 +191,7 @@ def _check_layout(layout: _Layout) -> None:
     for name, allowed in choices.items():
         if getattr(layout, name) not in allowed:
             raise ModelSpecError(f"MPNet option {name}={getattr(layout, name)!r}; use one of {allowed}")
-    for name in ("widths", "stage_strides"):
+    for name in ("blocks", "widths", "stage_strides"):
         values = getattr(layout, name)
         if len(values) != 4 or not all(isinstance(v, int) and v >= 1 for v in values):
             raise ModelSpecError(f"MPNet option {name}={values!r}; give 4 positive integers, one per stage")
@@ -176,7 +200,7 @@ def _check_layout(layout: _Layout) -> None:
 def _block(layout: _Layout, s: int, b: int, c_in: int, width: int, trace: Trace,
            trunk_position: int) -> tuple[MPBlock, Trace, int]:
     """One block: pathways from the block input's field, then the merge."""
-    last = layout.spec.blocks_per_stage - 1
+    last = layout.blocks[s] - 1
     strided = b == (last if layout.stride_block == "last" else 0)
     stride = layout.stage_strides[s] if strided else 1
     pathways, ends = nn.ModuleDict(), []

@@ -6,9 +6,14 @@ r_l = r_{l-1} + (k_eff - 1) * j_{l-1}, j_l = j_{l-1} * s, k_eff = k + (k - 1)(d 
 (Araujo et al. 2019). A global average pool or a flatten is a kernel spanning the whole map
 (k = n, s = n), so units after it see r + (n - 1) * j pixels, i.e. the whole input.
 
-Border layer (Richter et al. 2021b, as rfa-toolbox computes it): the first layer whose
-*input* receptive field is at least the input resolution; it and everything after it
-cannot integrate new context. One border layer per pathway lineage.
+Border layer (Richter et al. 2021b, as rfa-toolbox's `EnrichedNetworkNode.is_border` decides
+it): a layer is unproductive when the *smallest* receptive field of every path into it is
+already at least the input resolution, and the same holds for its own output and for every
+layer after it; the border layer of a pathway lineage is its first unproductive layer. A
+layer stays productive while any path into it still sees less than the image (a skip
+connection or a shallow pathway keeps it so). `border_layer` uses that smallest field;
+`border_layer_max` applies the same rule to the largest field, which flowprobe used before
+and which puts the border much earlier in multi-path nets (docs/experiments.md compares them).
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import POINT_COLUMNS, RF, ProbePoint, taps
 
 RF_COLUMNS = [*POINT_COLUMNS[:-1], "jump", POINT_COLUMNS[-1]]
-MIN_COLUMNS = ["receptive_field_min", "input_receptive_field_min", "border_layer_min"]
+MIN_COLUMNS = ["receptive_field_min", "input_receptive_field_min", "border_layer_max"]
+# which field decides `border_layer`: the smallest over all paths (rfa-toolbox, Richter et al. 2021b)
+BORDER_FIELDS = {"border_layer": "receptive_field_min", "border_layer_max": "receptive_field"}
 
 
 @dataclass(frozen=True)
@@ -100,18 +107,46 @@ class Site:
         )
 
 
-def border_flags(points: list[ProbePoint], input_size: int, field: str = "input_receptive_field") -> list[bool]:
-    """True at the first point of each pathway lineage whose input RF >= `input_size`.
+def _downstream(points: list[ProbePoint], i: int) -> list[ProbePoint]:
+    """Points after points[i] that its output reaches: all later ones except the parallel
+    pathways of its own block (they share the block input, not its output)."""
+    here = points[i]
+    return [
+        q for q in points[i + 1:]
+        if not ((q.stage, q.block) == (here.stage, here.block) and "trunk" not in (q.pathway, here.pathway)
+                and q.pathway != here.pathway)
+    ]
 
-    A lineage is all points sharing a pathway label (`trunk`, `min`, `max`, `p0`...), in
-    forward order; lineages that never reach the input size have no border layer. `field`
-    picks the largest input field (default) or the smallest ('input_receptive_field_min').
+
+def unproductive_flags(points: list[ProbePoint], input_size: int, field: str = "receptive_field_min") -> list[bool]:
+    """rfa-toolbox's `is_border` per point: its input field, its own field and the field of
+    every point downstream are all >= `input_size`.
+
+    `field` is 'receptive_field_min' (smallest field over all paths, the rule we follow) or
+    'receptive_field' (largest); the input field is the matching `input_...` attribute.
+    """
+    def value(p: ProbePoint, key: str) -> float:
+        v = getattr(p, key)
+        return -1 if v is None else v
+
+    flags = []
+    for i, p in enumerate(points):
+        covered = value(p, f"input_{field}") >= input_size and value(p, field) >= input_size
+        flags.append(covered and all(value(q, field) >= input_size for q in _downstream(points, i)))
+    return flags
+
+
+def border_flags(points: list[ProbePoint], input_size: int, field: str = "receptive_field_min") -> list[bool]:
+    """True at the first unproductive point (`unproductive_flags`) of each pathway lineage.
+
+    A lineage is all points sharing a pathway label (`trunk`, `branch`, `min`, `max`, `p0`...),
+    in forward order; lineages with no unproductive point have no border layer. `field`:
+    'receptive_field_min' (default, `border_layer`) or 'receptive_field' (`border_layer_max`).
     """
     seen: set[str] = set()
     flags = []
-    for p in points:
-        value = getattr(p, field)
-        is_border = p.pathway not in seen and value is not None and value >= input_size
+    for p, unproductive in zip(points, unproductive_flags(points, input_size, field)):
+        is_border = unproductive and p.pathway not in seen
         if is_border:
             seen.add(p.pathway)
         flags.append(is_border)
@@ -119,18 +154,25 @@ def border_flags(points: list[ProbePoint], input_size: int, field: str = "input_
 
 
 def receptive_fields(model: nn.Module, input_size: int | None = None) -> pd.DataFrame:
-    """One row per probe point (forward order) with its receptive field and border flag.
+    """One row per probe point (forward order) with its receptive fields and border flags.
 
     Columns: RF_COLUMNS, then receptive_field_min, input_receptive_field_min and
-    border_layer_min, the same rule on the smallest field over all paths. Receptive fields of
-    conv units do not depend on the input size; those of units after a global pool were traced
-    at `model.input_size`. `input_size` (default: the size the model was built for) sets the
-    border-layer rule.
+    border_layer_max. `border_layer` decides on the smallest field over all paths (rfa-toolbox),
+    `border_layer_max` on the largest. Receptive fields of conv units do not depend on the input
+    size; those of units after a global pool were traced at `model.input_size`. `input_size`
+    (default: the size the model was built for) sets the border-layer rule.
+
+    Args:
+        model: a model from `build_model`.
+        input_size: image side length the border layers are computed for.
+
+    Returns:
+        DataFrame with one row per probe point.
     """
     size = int(input_size or getattr(model, "input_size", 32))
     points = [t.point for t in taps(model)]
-    border = border_flags(points, size)
-    border_min = border_flags(points, size, "input_receptive_field_min")
+    border = border_flags(points, size, BORDER_FIELDS["border_layer"])
+    border_max = border_flags(points, size, BORDER_FIELDS["border_layer_max"])
     rows = [
         {
             "probe_point": p.name,
@@ -145,8 +187,8 @@ def receptive_fields(model: nn.Module, input_size: int | None = None) -> pd.Data
             "border_layer": flag,
             "receptive_field_min": p.receptive_field_min,
             "input_receptive_field_min": p.input_receptive_field_min,
-            "border_layer_min": flag_min,
+            "border_layer_max": flag_max,
         }
-        for p, flag, flag_min in zip(points, border, border_min)
+        for p, flag, flag_max in zip(points, border, border_max)
     ]
     return pd.DataFrame(rows, columns=RF_COLUMNS + MIN_COLUMNS)
