@@ -216,9 +216,11 @@ def mlp_params(d_in=784, width=128, span=128, depth=8, classes=10):
 
 
 def mpnet_params(blocks, pathways, classes=10, widths=(64, 128, 256, 512)):
+    """`blocks`: blocks per stage, one int for all stages or one per stage."""
+    per_stage = blocks if isinstance(blocks, tuple) else (blocks,) * 4
     total, c_in = conv(3, widths[0], 3) + bn(widths[0]), widths[0]
-    for w in widths:
-        for _ in range(blocks):
+    for w, n_blocks in zip(widths, per_stage):
+        for _ in range(n_blocks):
             for n, k in pathways:
                 total += conv(c_in, w, k) + bn(w) + (n - 1) * (conv(w, w, k) + bn(w))
             c_in = w
@@ -286,6 +288,128 @@ def test_full_width_step_on_cpu(spec):
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in model.parameters())
+
+
+# --- blocks per stage ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, blocks", [
+    ("MPNet2(1:3x3,4:7x7)", (1, 1, 1, 1)),  # phd-lab mpnet18_1_4_3_7 (Fig. 5a)
+    ("MPNet4(1:3x3,4:7x7)", (2, 2, 2, 2)),  # mpnet36_1_4_3_7 (Fig. 5b, 6b)
+    ("MPNet4(8:3x3,1:7x7)", (2, 2, 2, 2)),  # mpnet36_8_1_3_7 (Fig. 8c)
+    ("MPNet2(8:3x3,8:3x3)", (1, 1, 1, 1)),
+])
+def test_blocks_option_sets_the_blocks_per_stage(spec, blocks):
+    with torch.device("meta"):
+        model = build_model(spec, 10, blocks=list(blocks))
+    pathways = [(n, k) for n, k, _ in parse_mpnet(spec).pathways]
+    assert sum(p.numel() for p in model.parameters()) == mpnet_params(blocks, pathways)
+    assert model.blocks_per_stage == blocks
+    assert [len(stage) for stage in model.stages] == list(blocks)
+
+
+def test_blocks_option_overrides_k_and_is_logged(caplog):
+    with caplog.at_level("INFO", logger="flowprobe.models.mpnet"):
+        model = build_model("MPNet4(1:3x3,2:5x5)", 10, widths=(2, 2, 2, 2), blocks=(1, 3, 2, 1))
+    points = probe_points(model)
+    blocks = {(p.stage, p.block) for p in points if p.stage >= 0}
+    assert sorted(blocks) == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (3, 0)]
+    # the stride sits in the last block of each stage: 32 -> 16 -> 8 -> 4 -> 2
+    shapes = {p.name: p.shape for p in points}
+    assert shapes["s1.b1.add"] == (2, 16, 16) and shapes["s1.b2.add"] == (2, 8, 8)
+    assert "blocks per stage [1, 3, 2, 1] (from the blocks option)" in caplog.text
+    assert build_model("MPNet2(1:3x3)", 10, widths=(2, 2, 2, 2)).blocks_per_stage == (2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("blocks", [(1, 1, 1), (1, 0, 1, 1), 2, (1, 1, 1.5, 1)])
+def test_bad_blocks_are_spec_errors(blocks):
+    with pytest.raises(ModelSpecError, match="blocks="):
+        build_model("MPNet2(1:3x3)", 10, widths=(2, 2, 2, 2), blocks=blocks)
+
+
+# --- points a skip connection bypasses -------------------------------------------------------------
+
+def _labels(model):
+    return {p.name: (p.pathway, p.position) for p in probe_points(model)}
+
+
+def test_resnet_branch_points():
+    labels = _labels(build_model("ResNet18", 10, widths=(2, 2, 2, 2)))
+    assert [n for n in labels if n.startswith("s0.b0")] == ["s0.b0.conv", "s0.b0.branch", "s0.b0.add"]
+    for s, n_blocks in enumerate((2, 2, 2, 2)):
+        for b in range(n_blocks):
+            assert labels[f"s{s}.b{b}.conv"] == ("branch", 0)
+            assert labels[f"s{s}.b{b}.branch"] == ("branch", 1)
+            assert labels[f"s{s}.b{b}.add"][0] == "trunk"
+    trunk = [pos for pathway, pos in labels.values() if pathway == "trunk"]
+    assert trunk == list(range(9))  # stem, then one add per block
+
+
+def test_densenet_branch_points():
+    model = build_model("DenseNet18", 10, growth_rate=2, init_features=4)
+    points = {p.name: p for p in probe_points(model)}
+    assert [n for n in points if n.startswith("s0.b0")] == ["s0.b0.bottleneck", "s0.b0.new", "s0.b0.cat"]
+    assert (points["s0.b0.bottleneck"].pathway, points["s0.b0.bottleneck"].position) == ("branch", 0)
+    assert (points["s0.b0.new"].pathway, points["s0.b0.new"].position) == ("branch", 1)
+    assert points["s0.b0.new"].shape == (2, 32, 32)  # growth-rate channels: the new features only
+    assert points["s0.b1.cat"].shape == (8, 32, 32) and points["s0.b1.cat"].pathway == "trunk"
+    assert points["s0.trans"].pathway == "trunk"
+
+
+def test_mlp_branch_points():
+    labels = _labels(build_model("AlainMLP", 10, in_channels=1, input_size=28, span=4, depth=2))
+    assert labels == {"fc1": ("trunk", 0), "fc2": ("branch", 0), "fc3": ("branch", 1), "fc4": ("branch", 2),
+                      "fc5": ("branch", 3), "add": ("trunk", 1), "fc6": ("trunk", 2), "fc7": ("trunk", 3)}
+
+
+def _ablate_last_branch_tap(model, stage, block):
+    ends = [t for t in taps(model) if (t.point.stage, t.point.block, t.point.pathway) == (stage, block, "branch")]
+    ends[-1].ablate = True
+
+
+def _capture(module, store, key):
+    module.register_forward_hook(lambda m, i, o: store.__setitem__(key, (i[0].detach(), o.detach())))
+
+
+def test_zeroing_the_branch_removes_a_residual_branch():
+    torch.manual_seed(0)
+    model = build_model("ResNet18", 10, widths=(3, 4, 5, 6)).eval()
+    seen = {}
+    for name, index in (("identity", 1), ("projection", 2)):  # s0.b1 and s1.b0 (1x1 conv shortcut)
+        _capture(model.stages[index], seen, name)
+    _ablate_last_branch_tap(model, 0, 1)
+    _ablate_last_branch_tap(model, 1, 0)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    for name, index in (("identity", 1), ("projection", 2)):
+        x, out = seen[name]
+        expected = F.relu(model.stages[index].shortcut(x))
+        assert torch.equal(out, expected), name
+        assert out.abs().sum() > 0
+
+
+def test_zeroing_the_new_features_removes_a_dense_layer():
+    torch.manual_seed(0)
+    model = build_model("DenseNet18", 10, growth_rate=2, init_features=4).eval()
+    seen = {}
+    _capture(model.stages.s1_b2, seen, "layer")
+    _ablate_last_branch_tap(model, 1, 2)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 32, 32))
+    x, out = seen["layer"]
+    assert torch.equal(out[:, : x.shape[1]], x)
+    assert torch.equal(out[:, x.shape[1]:], torch.zeros_like(out[:, x.shape[1]:]))
+
+
+def test_zeroing_the_last_span_layer_removes_the_mlp_span():
+    torch.manual_seed(0)
+    model = build_model("AlainMLP", 10, in_channels=1, input_size=28, span=4, depth=2, width=8).eval()
+    seen = {}
+    _capture(model.first, seen, "fc1")
+    _capture(model.add_tap, seen, "add")
+    _ablate_last_branch_tap(model, 1, 0)
+    with torch.no_grad():
+        model(torch.randn(3, 1, 28, 28))
+    assert torch.equal(seen["add"][1], seen["fc1"][1])
 
 
 def test_mpnet_spec_is_a_dataclass():
