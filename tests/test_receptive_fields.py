@@ -192,3 +192,12 @@ def test_imagenet_stem_as_in_phd_lab(spec, kw, first):
     model = build_model(spec, 10, stem="imagenet", **kw).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_border_rule_names_its_field():
+    from flowprobe.models import border_flags, probe_points
+
+    points = probe_points(build_model("VGG16", 10, widths=(2, 2, 2, 2, 2)))
+    assert border_flags(points, 32).index(True) == 6  # conv7
+    with pytest.raises(ValueError, match="receptive_field_min"):
+        border_flags(points, 32, "input_receptive_field")

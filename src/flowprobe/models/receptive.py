@@ -125,6 +125,9 @@ def unproductive_flags(points: list[ProbePoint], input_size: int, field: str = "
     `field` is 'receptive_field_min' (smallest field over all paths, the rule we follow) or
     'receptive_field' (largest); the input field is the matching `input_...` attribute.
     """
+    if field not in BORDER_FIELDS.values():
+        raise ValueError(f"field={field!r}; use one of {sorted(BORDER_FIELDS.values())}")
+
     def value(p: ProbePoint, key: str) -> float:
         v = getattr(p, key)
         return -1 if v is None else v
