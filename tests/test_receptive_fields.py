@@ -201,3 +201,15 @@ def test_border_rule_names_its_field():
     assert border_flags(points, 32).index(True) == 6  # conv7
     with pytest.raises(ValueError, match="receptive_field_min"):
         border_flags(points, 32, "input_receptive_field")
+
+
+def test_probe_points_carry_both_border_flags_for_the_hdf5_attrs():
+    from flowprobe.models import probe_points
+
+    model = build_model("DenseNet18", 10, growth_rate=2, init_features=2, stem="imagenet")
+    table = receptive_fields(model, 32).set_index("probe_point")
+    points = probe_points(model)
+    assert [p.border_layer for p in points] == table.border_layer.tolist()
+    assert [p.border_layer_max for p in points] == table.border_layer_max.tolist()
+    attrs = next(p for p in points if p.name == "s0.b2.cat").attrs()
+    assert attrs["border_layer_max"] is True and attrs["border_layer"] is False

@@ -66,6 +66,9 @@ class ProbePoint:
     # smallest RF over all paths through skips/pathways (rfa-toolbox's receptive_field_min)
     receptive_field_min: int | None = None
     input_receptive_field_min: int | None = None
+    # border-layer flags at the model's input size (smallest / largest field rule), filled by probe_points()
+    border_layer: bool | None = None
+    border_layer_max: bool | None = None
 
     def attrs(self) -> dict:
         """HDF5 attributes of this probe point (DESIGN.md §4); unset min-RF fields are left out."""
@@ -80,7 +83,7 @@ class ProbePoint:
             "jump": self.jump,
             "shape": list(self.shape or ()),
         }
-        for key in ("receptive_field_min", "input_receptive_field_min"):
+        for key in ("receptive_field_min", "input_receptive_field_min", "border_layer", "border_layer_max"):
             if getattr(self, key) is not None:
                 attrs[key] = getattr(self, key)
         return attrs
@@ -108,10 +111,13 @@ def taps(model: nn.Module) -> list[Tap]:
 
 @torch.no_grad()
 def probe_points(model: nn.Module, input_size: int | None = None) -> list[ProbePoint]:
-    """Ordered probe points of `model`, with output shapes traced at `input_size`.
+    """Ordered probe points of `model`, with output shapes traced at `input_size` and the
+    border-layer flags for that size (models.receptive: `border_layer`, `border_layer_max`).
 
     `input_size` defaults to the size the model was built for (`model.input_size`).
     """
+    from flowprobe.models.receptive import BORDER_FIELDS, border_flags  # receptive imports this module
+
     size = input_size or getattr(model, "input_size", 32)
     in_channels = getattr(model, "in_channels", 3)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -128,4 +134,9 @@ def probe_points(model: nn.Module, input_size: int | None = None) -> list[ProbeP
         model.train(was_training)
         for h in handles:
             h.remove()
-    return [replace(t.point, shape=shapes.get(t.point.name)) for t in taps(model)]
+    points = [t.point for t in taps(model)]
+    flags = {column: border_flags(points, size, field) for column, field in BORDER_FIELDS.items()}
+    return [
+        replace(p, shape=shapes.get(p.name), **{column: flags[column][i] for column in flags})
+        for i, p in enumerate(points)
+    ]
