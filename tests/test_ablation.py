@@ -178,6 +178,8 @@ def test_summary_row_removes_the_predicted_non_dominant_pathway_everywhere(data)
     each = table[(table.pathway == "max") & (table.target != "non-dominant")]
     assert len(each) == 8 and summary.delta_block_mean == pytest.approx(each.delta.mean())
     assert set(table.loc[table.pathway == "min", "role"]) == {"dominant"}
+    alone = ablation_table(model, lambda: data, scope="all", depth_ratio=2.0).set_index("target")  # measured anew
+    assert alone.loc["non-dominant", "delta_block_mean"] == pytest.approx(summary.delta_block_mean)
 
 
 def test_coexisting_pathways_get_no_summary_row(mpnet, data):

@@ -165,7 +165,8 @@ def ablation_table(model: nn.Module, batches_fn: Callable[[], Batches], scope: s
         rows.append(_row(target, label, acc, intact, tuned))
     non_dominant = [label for label, role in roles.items() if role == NON_DOMINANT]
     if non_dominant:
-        rows.append(_summary_row(model, ends, non_dominant, batches_fn, finetune, intact))
+        done = {(r["target"], r["pathway"]): r["accuracy"] for r in rows}
+        rows.append(_summary_row(model, ends, non_dominant, batches_fn, finetune, intact, done))
     columns = ABLATION_COLUMNS + (["accuracy_finetuned", "delta_finetuned"] if finetune else [])
     table = pd.DataFrame(rows, columns=columns)
     table["role"] = [roles.get(label, "") for label in table["pathway"]]
@@ -181,11 +182,15 @@ def _row(target: str, pathway: str, acc: float, intact: float, tuned: float | No
 
 
 def _summary_row(model: nn.Module, ends: dict[str, dict[str, Tap]], labels: list[str],
-                 batches_fn: Callable[[], Batches], finetune: FineTune | None, intact: float) -> dict:
-    """The non-dominant pathway(s) removed from every block at once, and the mean one-block loss."""
-    everywhere = [units[label] for units in ends.values() for label in labels if label in units]
-    acc, tuned = _ablated_accuracy(model, everywhere, batches_fn, finetune)
-    per_block = [accuracy_without(model, [tap], batches_fn) - intact for tap in everywhere]
+                 batches_fn: Callable[[], Batches], finetune: FineTune | None, intact: float,
+                 done: dict[tuple[str, str], float]) -> dict:
+    """The non-dominant pathway(s) removed from every block at once, and the mean one-block loss
+    (one-block accuracies taken from `done` {(block, label): accuracy} where already measured)."""
+    chosen = [(block, label, units[label]) for block, units in ends.items() for label in labels if label in units]
+    acc, tuned = _ablated_accuracy(model, [tap for *_, tap in chosen], batches_fn, finetune)
+    per_block = [done.get((block, label)) for block, label, _ in chosen]
+    per_block = [(a if a is not None else accuracy_without(model, [tap], batches_fn)) - intact
+                 for a, (*_, tap) in zip(per_block, chosen)]
     row = _row(NON_DOMINANT, "+".join(labels), acc, intact, tuned)
     return row | {"delta_block_mean": sum(per_block) / len(per_block)}
 
