@@ -2,7 +2,7 @@
 
 One row per claim of `flowprobe.paper.CLAIMS` and run of the config it applies to (claims no run
 applies to get one row with agree 'no run'). `agree` is yes / no / undecided (the measurement's
-interval or the verdicts could not decide) / n/a (nothing to measure, e.g. no probe point of the
+interval or the verdicts could not decide) / n.a. (nothing to measure, e.g. no probe point of the
 kind the claim is about); `scale` says how the run differs from the paper's setting.
 """
 
@@ -31,7 +31,7 @@ def verdict_rows(verdicts: pd.DataFrame, run: str) -> pd.DataFrame:
 def within(value: float, lo: float, hi: float, target: float, tol: float) -> str:
     """yes when the value is within tol of the target, undecided when only its interval reaches."""
     if np.isnan(value):
-        return "n/a"
+        return "n.a."
     if abs(value - target) <= tol:
         return YES
     return UNDECIDED if lo - tol <= target <= hi + tol else NO
@@ -39,9 +39,9 @@ def within(value: float, lo: float, hi: float, target: float, tol: float) -> str
 
 def tally(observed: pd.Series, expected: str) -> tuple[str, str]:
     """('k yes / m no / u undecided', agree): no if a decided verdict contradicts the claim,
-    undecided if none is decided, yes otherwise; n/a without verdicts."""
+    undecided if none is decided, yes otherwise; n.a. without verdicts."""
     if observed.empty:
-        return "no such probe points", "n/a"
+        return "no such probe points", "n.a."
     counts = observed.value_counts()
     text = " / ".join(f"{counts.get(v, 0)} {v}" for v in (YES, NO, UNDECIDED))
     decided = observed[observed != UNDECIDED]
@@ -77,7 +77,7 @@ def measure(claim: Claim, verdicts: pd.DataFrame, files: list[dict]) -> dict:
             summary = pd.read_csv(f["ablation.csv"]).query("target == 'non-dominant'")
             drops += list(-summary["delta"])
         if not drops:
-            return {"measured": "no predicted non-dominant pathway", "agree": "n/a"}
+            return {"measured": "no predicted non-dominant pathway", "agree": "n.a."}
         mean = float(np.mean(drops))
         return {"measured": mean, "measured_lo": min(drops), "measured_hi": max(drops),
                 "agree": within(mean, min(drops), max(drops), claim.value, claim.tolerance)}
@@ -107,7 +107,7 @@ def _measure_verdicts(claim: Claim, rows: pd.DataFrame) -> dict:
         return {"measured": measured, "agree": agree}
     roles = rows[rows["verdict"] == "role"].set_index("pathway")["observed"].to_dict()
     if not roles:
-        return {"measured": "no multi-path blocks", "agree": "n/a"}
+        return {"measured": "no multi-path blocks", "agree": "n.a."}
     contradicts = any(roles.get(p) not in (r, UNDECIDED) for p, r in claim.value.items())
     agree = NO if contradicts else (UNDECIDED if UNDECIDED in roles.values() else YES)
     return {"measured": ", ".join(f"{p}={r}" for p, r in roles.items()), "agree": agree}
