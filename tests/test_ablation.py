@@ -1,14 +1,18 @@
-"""ablation_table: zeroing a pathway equals removing it by hand; flags always restored."""
+"""ablation_table: zeroing a unit equals removing it by hand; the non-dominant summary row;
+fine-tuning trains a copy and is evaluated again; flags always restored."""
 
 import copy
 
 import pytest
 import torch
+from torch import nn
 
-from flowprobe.analysis.ablation import ABLATION_COLUMNS, FineTune, ablation_table, pathway_ends
+from flowprobe.analysis.ablation import (
+    ABLATION_COLUMNS, FineTune, ablation_table, accuracy, finetuned_copy, pathway_ends, unit_roles,
+)
 from flowprobe.errors import ConfigError
 from flowprobe.models import build_model, taps
-
+from flowprobe.models.base import ProbePoint, Tap
 
 
 @pytest.fixture
@@ -102,20 +106,85 @@ def test_flags_restored_even_on_error(mpnet, data):
     assert not any(t.ablate for t in taps(mpnet))
 
 
-def test_finetune_works_on_a_copy(mpnet, data):
+def test_finetune_trains_a_copy_and_reevaluates_it(mpnet, data):
     state = copy.deepcopy(mpnet.state_dict())
-    plan = FineTune(train_batches_fn=lambda: data[:1], epochs=1, lr=0.05)
-    table = ablation_table(mpnet, lambda: data, scope="all", finetune=plan)
-    assert {"accuracy_finetuned", "delta_finetuned"} <= set(table.columns)
-    assert table.accuracy_finetuned.between(0, 1).all()
-    assert all(torch.equal(state[k], v) for k, v in mpnet.state_dict().items())
+    plan = FineTune(train_batches_fn=lambda: data, epochs=2, lr=0.5, momentum=0.0)
+    table = ablation_table(mpnet, lambda: data, scope="all", finetune=plan).set_index(["target", "pathway"])
+    assert all(torch.equal(state[k], v) for k, v in mpnet.state_dict().items())  # the model is untouched
     assert not any(t.ablate for t in taps(mpnet))
+    ends = pathway_ends(mpnet)
+    for end in ends.values():
+        end["max"].ablate = True
+    try:
+        tuned = finetuned_copy(mpnet, plan)
+    finally:
+        for end in ends.values():
+            end["max"].ablate = False
+    changed = [k for k, v in tuned.state_dict().items() if v.is_floating_point() and not torch.equal(v, state[k])]
+    assert any(k.endswith("conv.weight") for k in changed) and any(k.startswith("head") for k in changed)
+    row = table.loc[("all", "max")]
+    assert row.accuracy_finetuned == accuracy(tuned, data)  # recomputed on the tuned copy, same SGD path
+    assert row.accuracy_finetuned != row.accuracy and row.delta_finetuned == row.accuracy_finetuned - row.accuracy_intact
 
 
-def test_trunk_only_model_has_only_the_intact_row(data):
-    model = build_model("ResNet18", 3, input_size=8, widths=(2, 2, 2, 2)).eval()
-    table = ablation_table(model, lambda: data)
+def test_trunk_only_model_has_only_the_intact_row():
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 3, (8,), generator=g))]
+    model = build_model("VGG16", 3, input_size=32, widths=(2, 2, 2, 2, 2), fc_width=4).eval()
+    table = ablation_table(model, lambda: batches, depth_ratio=2.0)
     assert table.target.tolist() == ["intact"]
+
+
+class Residual(nn.Module):
+    """stem -> one residual block (conv, branch output: pathway 'branch') -> add -> head."""
+
+    def __init__(self):
+        super().__init__()
+        point = lambda name, pathway, pos, kind: ProbePoint(name, 0, 0, pathway, pos, kind, 1, 1, 1)
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Tap(point("stem", "trunk", 0, "conv")))
+        self.branch = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), Tap(point("s0.b0.conv", "branch", 0, "conv")),
+                                    nn.Conv2d(4, 4, 3, padding=1), Tap(point("s0.b0.branch", "branch", 1, "conv")))
+        self.add_tap = Tap(point("s0.b0.add", "trunk", 1, "add"))
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x, with_branch=True):
+        h = self.stem(x)
+        h = self.add_tap(h + self.branch(h)) if with_branch else h
+        return self.head(h.mean((2, 3)))
+
+
+def test_removing_a_residual_branch_leaves_the_shortcut(data):
+    torch.manual_seed(0)
+    model = Residual().eval()
+    ends = pathway_ends(model)
+    assert {b: {k: t.point.name for k, t in e.items()} for b, e in ends.items()} == {"s0.b0": {"branch": "s0.b0.branch"}}
+    assert unit_roles(model, 2.0) == {"branch": "bypassed"}
+    table = ablation_table(model, lambda: data, scope="each", depth_ratio=2.0).set_index(["target", "pathway"])
+    with torch.no_grad():
+        shortcut = sum((model(x, with_branch=False).argmax(1) == y).sum().item() for x, y in data) / 60
+    assert table.loc[("s0.b0", "branch"), "accuracy"] == shortcut
+    assert table.loc[("s0.b0", "branch"), "role"] == "bypassed" and "non-dominant" not in table.index.get_level_values(0)
+
+
+def test_summary_row_removes_the_predicted_non_dominant_pathway_everywhere(data):
+    torch.manual_seed(2)
+    model = build_model("MPNet2(1:3x3,4:7x7)", 3, input_size=8, widths=(4, 4, 4, 4)).eval()
+    assert unit_roles(model, 2.0) == {"min": "dominant", "max": "non-dominant"}
+    table = ablation_table(model, lambda: data, scope="each", depth_ratio=2.0)
+    summary = table[table.target == "non-dominant"].iloc[0]
+    blocks = [f"s{s}.b{b}" for s in range(4) for b in range(2)]
+    assert (summary.pathway, summary.role) == ("max", "non-dominant")
+    assert summary.accuracy == manual_accuracy(model, data, [(b, "max") for b in blocks])
+    each = table[(table.pathway == "max") & (table.target != "non-dominant")]
+    assert len(each) == 8 and summary.delta_block_mean == pytest.approx(each.delta.mean())
+    assert set(table.loc[table.pathway == "min", "role"]) == {"dominant"}
+    alone = ablation_table(model, lambda: data, scope="all", depth_ratio=2.0).set_index("target")  # measured anew
+    assert alone.loc["non-dominant", "delta_block_mean"] == pytest.approx(summary.delta_block_mean)
+
+
+def test_coexisting_pathways_get_no_summary_row(mpnet, data):
+    table = ablation_table(mpnet, lambda: data, scope="all", depth_ratio=2.0)  # 1 vs 2 layers: coexisting
+    assert "non-dominant" not in set(table.target) and set(table.role) == {"", "coexisting"}
 
 
 def test_bad_scope():

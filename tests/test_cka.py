@@ -206,6 +206,7 @@ def test_cka_pathway_table_defaults_to_the_last_block_with_both_pathways(h5_path
     assert list(zip(table["layer_a"], table["layer_b"])) == [("s2b0.min0", "s2b0.max0"), ("s2b0.min1", "s2b0.max0")]
     assert list(table.columns) == [
         "layer_a", "layer_b", "position_a", "position_b", "pathway_a", "pathway_b", "stage", "block", "cka",
+        "debiased",
     ]
     assert table["cka"].between(-1, 1).all()
 
@@ -213,7 +214,8 @@ def test_cka_pathway_table_defaults_to_the_last_block_with_both_pathways(h5_path
 def test_cka_pathway_table_equals_minibatch_cka_on_the_same_batches(h5_path):
     import h5py
 
-    table = cka_pathway_table(h5_path, stage=1, block=0, pathways=("max", "min"), batch_size=16, seed=5)
+    table = cka_pathway_table(h5_path, stage=1, block=0, pathways=("max", "min"), batch_size=16, seed=5,
+                              debiased=True)
     rows = np.array_split(np.random.default_rng(5).permutation(48), 3)
     mcka = MinibatchCKA(2, 1)
     with h5py.File(h5_path) as h5:
@@ -221,6 +223,28 @@ def test_cka_pathway_table_equals_minibatch_cka_on_the_same_batches(h5_path):
             r = np.sort(r)
             mcka.update([h5[f"layers/s1b0.max{i}/test"][r] for i in (0, 1)], [h5["layers/s1b0.min0/test"][r]])
     np.testing.assert_allclose(table["cka"], mcka.compute().ravel(), atol=1e-12)
+
+
+def test_biased_minibatch_cka_with_one_batch_is_the_exact_biased_cka():
+    x, y = correlated(40, 6, 5)
+    mcka = MinibatchCKA(1, 1, debiased=False)
+    mcka.update([x], [y])
+    assert mcka.compute()[0, 0] == pytest.approx(cka_gram(x - x.mean(0), y - y.mean(0), hsic_gram), abs=1e-12)
+
+
+def test_cka_pathway_table_honours_debiased(h5_path):
+    import h5py
+
+    kw = dict(stage=1, block=0, pathways=("max", "min"), batch_size=48)  # one batch: every test row
+    biased, debiased = (cka_pathway_table(h5_path, debiased=d, **kw) for d in (False, True))
+    assert not biased["debiased"].any() and debiased["debiased"].all()
+    with h5py.File(h5_path) as h5:
+        x = [h5[f"layers/s1b0.max{i}/test"][...] for i in (0, 1)]
+        y = h5["layers/s1b0.min0/test"][...]
+    np.testing.assert_allclose(biased["cka"], [linear_cka(xi, y, debiased=False) for xi in x], atol=1e-12)
+    np.testing.assert_allclose(debiased["cka"], [linear_cka(xi, y, debiased=True) for xi in x], atol=1e-12)
+    # unrelated random features: the biased estimator is inflated at 48 rows, HSIC_1 is not
+    assert (biased["cka"] - debiased["cka"]).abs().min() > 0.02
 
 
 def test_cka_pathway_table_lists_what_exists_when_pathways_are_missing(h5_path):

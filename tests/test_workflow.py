@@ -118,13 +118,16 @@ def test_summary_and_verdict_tables(workdir):
     assert set(verdicts["verdict"]) == {"tail", "skipped", "role"}
     roles = verdicts[verdicts["verdict"] == "role"]
     assert set(roles["pathway"]) == {"min", "max"} and set(roles["run"]) == {"mp"}
-    assert roles["observed"].isin(["dominant", "non-dominant", "coexisting"]).all()
+    assert roles["observed"].isin(["dominant", "non-dominant", "coexisting", "undecided"]).all()
+    comparison = _table(workdir, "paper_comparison")  # the tiny runs match only Fig. 2's MLP claim
+    assert comparison.loc[comparison["run"] == "mlp", "figure"].tolist() == ["Fig. 2"]
+    assert (comparison["agree"] == "no run").sum() == len(comparison) - 1
 
 
 def test_html_report_holds_every_figure_and_table(workdir):
     snakemake(workdir, "--report", str(workdir / "report.html"))
     html = (workdir / "report.html").read_text(errors="replace")
-    for name in ("fig7.pdf", "figheat.pdf", "figabl.pdf", "verdicts.csv", "fig7_summary.csv"):
+    for name in ("fig7.pdf", "figheat.pdf", "figabl.pdf", "verdicts.csv", "paper_comparison.csv", "fig7_summary.csv"):
         assert name in html, name
     assert "border layer" in html  # the figure caption
 
@@ -142,6 +145,7 @@ def test_changing_a_probe_setting_reruns_probes_and_dependents_only(workdir):
     assert "train" not in jobs and "activations" not in jobs and "saturation" not in jobs
     # fig7, figmlp, figsat, figgrad, figcka read probes; figheat and figabl do not.
     assert jobs.get("table") == 5 and jobs.get("figure") == 5 and jobs.get("verdicts") == 1
+    assert jobs.get("paper_comparison") == 1
 
 
 def test_changing_training_reruns_everything_of_that_run(workdir):

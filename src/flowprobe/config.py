@@ -48,7 +48,7 @@ DEFAULTS: dict = {
     "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
     "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},
-    "verdicts": {"layer_tol": 0.005, "pathway_tol": 0.01},
+    "verdicts": {"layer_tol": 0.01, "pathway_tol": 0.03, "depth_ratio": 2.0},
     "figures": {},
 }
 

@@ -79,6 +79,7 @@ rule cka_pathways:
         split=config["cka"]["split"],
         pathways=config["cka"]["pathways"],
         batch_size=config["cka"]["batch_size"],
+        debiased=config["cka"]["debiased"],
     log:
         log_file("cka_pathways"),
     benchmark:
@@ -121,7 +122,8 @@ rule gradients:
 
 
 rule ablation:
-    """Test accuracy with each non-trunk pathway zeroed before its merge, per block and everywhere."""
+    """Test accuracy with each bypassable unit (pathway, residual branch, dense layer, MLP span) removed, per block
+    and everywhere, and the paper's summary: the predicted non-dominant pathway removed."""
     input:
         model=run_file("model.pt"),
     output:
@@ -129,6 +131,7 @@ rule ablation:
     params:
         run=data_params,
         ablation=config["ablation"],
+        depth_ratio=config["verdicts"]["depth_ratio"],
         seed=lambda w: int(w.seed),
         data_root=config["data_root"],
         download=config["download"],

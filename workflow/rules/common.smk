@@ -91,5 +91,24 @@ def figure_inputs(wildcards):
 
 
 def all_targets():
-    """Every figure of the config and the verdict table."""
-    return [f"results/figures/{name}.pdf" for name in config["figures"]] + ["results/tables/verdicts.csv"]
+    """Every figure of the config, the verdict table and the comparison with the paper."""
+    tables = ["results/tables/verdicts.csv", "results/tables/paper_comparison.csv"]
+    return [f"results/figures/{name}.pdf" for name in config["figures"]] + tables
+
+
+from flowprobe.paper import claims_for, files_needed
+
+
+def comparison_members(wildcards):
+    """Every run × seed the paper has a value or claim for, with the files its claims are read from."""
+    return [
+        member
+        for run, cfg in config["runs"].items()
+        if claims_for(cfg)
+        for member in members([run], files_needed(claims_for(cfg)))
+    ]
+
+
+def comparison_inputs(wildcards):
+    files = [path for member in comparison_members(wildcards) for path in member["files"].values()]
+    return ["results/tables/verdicts.csv", *files]

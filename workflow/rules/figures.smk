@@ -48,26 +48,3 @@ rule figure:
     script:
         "../scripts/figure.py"
 
-
-rule verdicts:
-    """results/tables/verdicts.csv: tail / skipped layers and dominant pathways, predicted vs observed."""
-    input:
-        verdict_inputs,
-    output:
-        csv=report("results/tables/verdicts.csv", caption="../report/verdicts.rst", category="Tables"),
-    params:
-        members=verdict_members,
-        resolutions={name: run["resolution"] for name, run in config["runs"].items()},
-        verdicts=config["verdicts"],
-    log:
-        "results/logs/table/verdicts.log",
-    benchmark:
-        "results/benchmarks/table/verdicts.tsv"
-    resources:
-        runtime=10,
-        mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
-    script:
-        "../scripts/verdicts.py"

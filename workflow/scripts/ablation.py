@@ -1,4 +1,4 @@
-"""Accuracy with pathways removed, optionally fine-tuned after removal (see workflow/rules/analysis.smk)."""
+"""Accuracy with every bypassable unit removed, optionally fine-tuned; non-dominant summary row (see workflow/rules/analysis.smk)."""
 from flowprobe.analysis.ablation import FineTune, ablation_table
 from flowprobe.data import Batches
 from flowprobe.workflow import load_trained, run_data, setup_logging
@@ -23,4 +23,5 @@ def train_batches():
 finetune = None
 if p.ablation["finetune_epochs"] > 0:
     finetune = FineTune(train_batches, epochs=p.ablation["finetune_epochs"], lr=p.ablation["finetune_lr"])
-ablation_table(model, test_batches, finetune=finetune).to_csv(sm.output.csv, index=False)
+table = ablation_table(model, test_batches, finetune=finetune, depth_ratio=p.depth_ratio)
+table.to_csv(sm.output.csv, index=False)

@@ -5,5 +5,5 @@ from flowprobe.workflow import setup_logging
 sm = snakemake  # noqa: F821
 setup_logging(sm.log[0], sm.threads)
 p = sm.params
-table = cka_pathway_table(sm.input.h5, pathways=p.pathways, split=p.split, batch_size=p.batch_size)
+table = cka_pathway_table(sm.input.h5, pathways=p.pathways, split=p.split, batch_size=p.batch_size, debiased=p.debiased)
 table.to_csv(sm.output.csv, index=False)

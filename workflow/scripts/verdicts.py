@@ -1,4 +1,4 @@
-"""Verdicts over every run of the config (see workflow/rules/figures.smk)."""
+"""Verdicts over every run of the config (see workflow/rules/comparison.smk)."""
 from flowprobe.tables import figure_table
 from flowprobe.verdicts import verdict_table
 from flowprobe.workflow import setup_logging

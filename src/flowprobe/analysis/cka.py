@@ -110,13 +110,18 @@ class MinibatchCKA:
     r = row sums and s = total of K~. Then HSIC_1(K, L) = <U(K), U(L)>_F / (b(b-3)), so with
     the L = Lx + Ly flattened U(K_l) stacked as G [L, b*b], one product G G^T gives every HSIC_1.
     These are summed over batches in float64; CKA_ij = S_ij / sqrt(S_ii S_jj).
+    With debiased=False each batch contributes the biased HSIC_0(K, L) = <K_c, L_c>_F / (b-1)^2
+    of Kornblith 2019 eq. 3 instead (K_c = H K H: the Gram of the batch-centred features), so
+    one batch holding every row gives the exact biased linear CKA.
     """
 
     def __init__(
-        self, n_layers_x: int, n_layers_y: int | None = None, *, names_x=None, names_y=None, device=None
+        self, n_layers_x: int, n_layers_y: int | None = None, *, names_x=None, names_y=None, device=None,
+        debiased: bool = True,
     ):
-        """names_* label the layers in error messages; device defaults to CUDA when available."""
-        self.n_x, self.n_y = n_layers_x, n_layers_y
+        """names_* label the layers in error messages; device defaults to CUDA when available;
+        debiased picks HSIC_1 (U-centred Grams, Nguyen et al. 2021) or the biased HSIC_0."""
+        self.n_x, self.n_y, self.debiased = n_layers_x, n_layers_y, debiased
         self.names_x = list(names_x or [f"x[{i}]" for i in range(n_layers_x)])
         self.names_y = list(names_y or [f"y[{j}]" for j in range(n_layers_y or 0)])
         auto = device in (None, "auto")
@@ -144,17 +149,19 @@ class MinibatchCKA:
         for i, feat in enumerate(feats):
             self._u_centred_gram(feat, i, out=grams[i])
         grams = grams.flatten(1)
-        self.hsic += grams @ grams.T / (b * (b - 3))
+        self.hsic += grams @ grams.T / ((b * (b - 3)) if self.debiased else (b - 1) ** 2)
         self.n_batches += 1
 
     def _u_centred_gram(self, feat, index: int, out: torch.Tensor) -> None:
-        """U(K) of the docstring written into `out` [b, b], in place (no b*b temporaries)."""
+        """U(K) (debiased) or K_c (biased) of the docstring written into `out` [b, b], in place."""
         x = torch.as_tensor(feat).to(self.device, torch.float64).flatten(1)
         b = len(x)
         x = x - x.mean(0)
         k = torch.matmul(x, x.T, out=out)
         if not torch.isfinite(k.diagonal()).all():  # a NaN/inf anywhere in x reaches the diagonal
             raise AnalysisError(f"MinibatchCKA: layer {self._name(index)} holds NaN or inf; check its activations")
+        if not self.debiased:  # x is centred over the batch, so K = X X^T is already H K H
+            return
         k.fill_diagonal_(0.0)
         r = k.sum(1) / (b - 2)
         k -= r[:, None]
@@ -233,11 +240,12 @@ def cka_pathway_table(
     split: str = "test",
     batch_size: int = 256,
     seed: int = 0,
+    debiased: bool = False,
 ) -> pd.DataFrame:
     """Minibatch CKA between the layers of two pathways of one block (the study's Fig. 9).
 
     Long table: layer_a, layer_b, position_a, position_b, pathway_a, pathway_b, stage, block,
-    cka. Default block: the last one holding both pathways. Default pathways: `min`/`max`
+    cka, debiased (HSIC_1 per batch, or the biased HSIC_0: MinibatchCKA). Default block: the last one holding both pathways. Default pathways: `min`/`max`
     where the model has them, else the first two non-trunk labels (`p0`, `p1` for identical
     kernels, as in the study's MPNet2(8:3x3,8:3x3)). Rows are shuffled with `seed`
     before batching (stored splits may be sorted by class) and split into near-equal batches.
@@ -250,7 +258,7 @@ def cka_pathway_table(
         here = frame[(frame["stage"] == stage) & (frame["block"] == block)]
         sides = [here[here["pathway"] == p].sort_values("position") for p in pathways]
         names = [list(side["probe_point"]) for side in sides]
-        mcka = MinibatchCKA(len(names[0]), len(names[1]), names_x=names[0], names_y=names[1])
+        mcka = MinibatchCKA(len(names[0]), len(names[1]), names_x=names[0], names_y=names[1], debiased=debiased)
         n = h5[f"layers/{names[0][0]}/{split}"].shape[0]
         order = np.random.default_rng(seed).permutation(n)
         for rows in np.array_split(order, max(1, n // batch_size)):
@@ -264,7 +272,7 @@ def cka_pathway_table(
                 "layer_a": ra.probe_point, "layer_b": rb.probe_point,
                 "position_a": ra.position, "position_b": rb.position,
                 "pathway_a": pathways[0], "pathway_b": pathways[1],
-                "stage": stage, "block": block, "cka": cka[i, j],
+                "stage": stage, "block": block, "cka": cka[i, j], "debiased": debiased,
             }
             for i, ra in enumerate(a.itertuples()) for j, rb in enumerate(b.itertuples())
         ]

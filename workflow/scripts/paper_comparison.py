@@ -1,0 +1,11 @@
+"""The paper's values and claims beside the measured ones (see workflow/rules/comparison.smk)."""
+import pandas as pd
+
+from flowprobe.comparison import paper_comparison
+from flowprobe.workflow import setup_logging
+
+sm = snakemake  # noqa: F821
+setup_logging(sm.log[0], sm.threads)
+p = sm.params
+verdicts = pd.read_csv(sm.input[0])
+paper_comparison(p.runs, p.members, verdicts).to_csv(sm.output.csv, index=False)
