@@ -6,21 +6,25 @@ rule verdicts:
     input:
         verdict_inputs,
     output:
-        csv=report("results/tables/verdicts.csv", caption="../report/verdicts.rst", category="Tables"),
-    params:
-        members=verdict_members,
-        resolutions={name: run["resolution"] for name, run in config["runs"].items()},
-        verdicts=config["verdicts"],
+        csv=report(
+            "results/tables/verdicts.csv",
+            caption="../report/verdicts.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/table/verdicts.log",
     benchmark:
         "results/benchmarks/table/verdicts.tsv"
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        members=verdict_members,
+        resolutions={name: run["resolution"] for name, run in config["runs"].items()},
+        verdicts=config["verdicts"],
     script:
         "../scripts/verdicts.py"
 
@@ -31,20 +35,22 @@ rule paper_comparison:
         comparison_inputs,
     output:
         csv=report(
-            "results/tables/paper_comparison.csv", caption="../report/paper_comparison.rst", category="Tables"
+            "results/tables/paper_comparison.csv",
+            caption="../report/paper_comparison.rst",
+            category="Tables",
         ),
-    params:
-        members=comparison_members,
-        runs=config["runs"],
     log:
         "results/logs/table/paper_comparison.log",
     benchmark:
         "results/benchmarks/table/paper_comparison.tsv"
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        members=comparison_members,
+        runs=config["runs"],
     script:
         "../scripts/paper_comparison.py"
