@@ -2,7 +2,7 @@
 
 A job's log (Snakemake's `log:` file) starts every attempt with a header naming the time, the
 rule, run and seed, the fingerprint of the job's settings and the flowprobe version and commit.
-Long loops report progress through `progress()`: a tqdm bar on an interactive terminal, and in
+Long loops report progress through `with_progress()`: a tqdm bar on an interactive terminal, and in
 a log file one plain line every `PROGRESS_EVERY` seconds (never carriage-return bars).
 """
 
@@ -25,21 +25,22 @@ T = TypeVar("T")
 log = logging.getLogger("flowprobe.progress")
 
 
-def progress(
+def with_progress(
     items: Iterable[T],
     desc: str,
     *,
     enabled: bool = True,
     total: int | None = None,
     size: Callable[[T], int] | None = None,
+    step: str = "batch",
     unit: str = "img",
     every: float = PROGRESS_EVERY,
 ) -> Iterator[T]:
     """Yield `items` and report how far the loop is.
 
     On an interactive terminal (stderr is a tty) a tqdm bar; otherwise, every `every` seconds,
-    one log line "`desc`: batch k/n, R img/s, ETA h:mm:ss" (and a last line once a loop that
-    reported took its time). Reading the clock is all it does per item: no device sync.
+    one log line "`desc`: `step` k/n, R `unit`/s, ETA h:mm:ss" (and a last line once a loop
+    that reported took its time). Reading the clock is all it does per item: no device sync.
 
     Args:
         items: the loop's iterable (its `len()` gives n when it has one).
@@ -47,6 +48,7 @@ def progress(
         enabled: False yields the items silently.
         total: n when `items` has no `len()`.
         size: units in one item (e.g. images in a batch: `lambda b: len(b[1])`); default 1.
+        step: what one item is called in the line ("batch", "probe point", ...).
         unit: name of the unit for the rate.
         every: seconds between two lines in a log file.
 
@@ -62,10 +64,10 @@ def progress(
 
         yield from tqdm(items, desc=desc, total=total, file=sys.stderr, mininterval=1)
     else:
-        yield from _logged(items, desc, total, size, unit, every)
+        yield from _logged(items, desc, total, size, step, unit, every)
 
 
-def _logged(items, desc, total, size, unit, every):
+def _logged(items, desc, total, size, step, unit, every):
     start = last = time.monotonic()
     units, k = 0, 0
     for k, item in enumerate(items, 1):
@@ -73,7 +75,7 @@ def _logged(items, desc, total, size, unit, every):
         units += size(item) if size else 1
         now = time.monotonic()
         if now - last >= every:
-            log.info("%s", _progress_line(desc, k, total, units, unit, now - start))
+            log.info("%s", _progress_line(f"{desc}: {step}", k, total, units, unit, now - start))
             last = now
     elapsed = time.monotonic() - start
     if last > start:  # the loop reported before: say it ended
@@ -82,7 +84,7 @@ def _logged(items, desc, total, size, unit, every):
 
 def _progress_line(desc, k, total, units, unit, elapsed) -> str:
     rate = units / max(elapsed, 1e-9)
-    line = f"{desc}: batch {k}/{total if total is not None else '?'}, {rate:.0f} {unit}/s"
+    line = f"{desc} {k}/{total if total is not None else '?'}, {rate:.0f} {unit}/s"
     if total:
         line += f", ETA {_clock(elapsed / k * (total - k))}"
     return line

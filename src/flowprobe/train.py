@@ -25,7 +25,7 @@ from flowprobe.config import DEFAULTS
 from flowprobe.data import Batches, Dataset
 from flowprobe.data.loader import MODEL_STREAM, stream_seed
 from flowprobe.errors import TrainingError
-from flowprobe.logs import progress as progress_of
+from flowprobe.logs import with_progress
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def train_model(
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         try:
-            train_loss, train_acc = _train_epoch(model, opt, train_batches, seed, epoch, settings, progress)
+            train_loss, train_acc = train_epoch(model, opt, train_batches, seed, epoch, settings, progress)
         except TrainingError as err:
             if settings.on_divergence != "record":
                 raise
@@ -161,8 +161,22 @@ def _optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimiz
     )
 
 
-def _train_epoch(model, opt, batches, seed, epoch, settings, progress) -> tuple[float, float]:
-    """One epoch; (mean loss, accuracy). Raises TrainingError naming the first non-finite batch."""
+def train_epoch(model, opt, batches, seed, epoch, settings, progress=False) -> tuple[float, float]:
+    """One epoch of training: draws the epoch's streams from (seed, epoch), steps `opt` per batch.
+
+    Args:
+        model: the model, on the batches' device.
+        opt: its optimizer.
+        batches: a shuffling `Batches` of the train split (set to `epoch` here).
+        seed: the run's seed.
+        epoch: 0-based epoch.
+        settings: TrainSettings (for the epoch count in progress lines).
+        progress: report progress per batch.
+
+    Returns:
+        (mean cross-entropy, accuracy) over the epoch's images. Raises TrainingError naming
+        the first batch whose loss was not finite.
+    """
     model.train()
     device = next(model.parameters()).device
     torch.manual_seed(stream_seed(seed, epoch, MODEL_STREAM))  # dropout: CPU and every CUDA generator
@@ -171,7 +185,7 @@ def _train_epoch(model, opt, batches, seed, epoch, settings, progress) -> tuple[
     correct = torch.zeros((), dtype=torch.long, device=device)
     count = 0
     desc = f"epoch {epoch + 1}/{settings.epochs}"
-    for i, (x, y) in enumerate(progress_of(batches, desc, enabled=progress, size=lambda b: len(b[1]))):
+    for i, (x, y) in enumerate(with_progress(batches, desc, enabled=progress, size=lambda b: len(b[1]))):
         with _autocast(device):
             logits = model(x)
             loss = nn.functional.cross_entropy(logits.float(), y)
