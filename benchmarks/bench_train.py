@@ -88,9 +88,11 @@ def main() -> None:
     kinds = {"bare": "bare torch loop", "syncs": "bare + 3 `.item()` syncs per batch", "ours": "flowprobe `train_epoch`"}
     times = {kind: [] for kind in kinds}
     timed(loop("bare"), device)  # warm-up: allocator, cuDNN autotuning, lazy init
-    for _ in range(args.repeats):  # interleaved rounds, fastest kept
-        for kind in kinds:
+    order = list(kinds)
+    for _ in range(args.repeats):  # interleaved rounds, order rotated, fastest kept
+        for kind in order:
             times[kind].append(timed(loop(kind), device))
+        order = order[1:] + order[:1]
     n = len(data.train.labels)
     best = {kind: min(t) for kind, t in times.items()}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} torch threads"

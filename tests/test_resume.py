@@ -179,11 +179,13 @@ def test_sorted_keys_and_explicit_defaults_schedule_nothing(tmp_path):
     assert job_stats(dry.stdout + dry.stderr).get("train") == 1
 
 
-def test_probe_setting_changed_mid_run_leaves_one_setting(tmp_path):
-    config = {**CONFIG, "defaults": {**CONFIG["defaults"], "train": {**CONFIG["defaults"]["train"], "epochs": 1}},
-              "probes": {"l2_grid": [1.0e-2, 1.0e-1], "max_iter": 30},
+def test_probe_setting_changed_mid_run_leaves_one_setting(reference, tmp_path):
+    """On a copy of the trained reference (training is not what this test is about)."""
+    workdir = tmp_path / "dag"
+    shutil.copytree(reference, workdir)
+    config = {**CONFIG, "probes": {"l2_grid": [1.0e-2, 1.0e-1], "max_iter": 30},
               "figures": {"both": {"kind": "layer_probes", "runs": ["vgg", "mp"]}}}
-    workdir = _workdir(tmp_path, "dag", config)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     probes = [workdir / RUN.format(run=run) / "probes.csv" for run in ("vgg", "mp")]
     kill_when(workdir, ["results/tables/both.csv"], lambda: any(p.exists() for p in probes))
     config["probes"]["l2_grid"] = [0.5]
@@ -193,3 +195,6 @@ def test_probe_setting_changed_mid_run_leaves_one_setting(tmp_path):
         assert (pd.read_csv(workdir / RUN.format(run=run) / "probes.csv")["l2"] == 0.5).all(), run
     table = pd.read_csv(workdir / "results/tables/both.csv")
     assert set(table["run"]) == {"vgg", "mp"} and (table["l2"] == 0.5).all()
+    for run in ("vgg", "mp"):  # a probe setting never retrains
+        model = RUN.format(run=run) + "/model.pt"
+        assert (workdir / model).stat().st_mtime_ns == (reference / model).stat().st_mtime_ns, run
