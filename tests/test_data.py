@@ -276,6 +276,27 @@ def test_order_and_augmentation_reproduce_per_seed_and_epoch():
     assert not same(epochs(seed=1, count=1)[0], run[0])
 
 
+def test_no_two_seeds_share_an_epoch_order_or_augmentation():
+    """Streams are keyed by (seed, epoch): with the old `seed + epoch` key, seed s at epoch e + 1
+    replayed seed s + 1 at epoch e (order, crops and flips); over 5 seeds × 6 epochs every
+    epoch's order must be its own, and so must its augmentation."""
+    images = _imageset(count=40, size=4)
+    orders, views = {}, {}
+    for seed in range(5):
+        batches = Batches(images, batch_size=40, mean=(0.0,) * 3, std=(1.0,) * 3, shuffle=True, augment=True, seed=seed)
+        for epoch in range(6):
+            batches.set_epoch(epoch)
+            (x, y), = list(batches)
+            orders[seed, epoch] = tuple(y.tolist())
+            views[seed, epoch] = x[y.argsort()]  # the augmented view of each image, in image order
+    assert len(set(orders.values())) == len(orders), "two (seed, epoch) pairs drew the same order"
+    keys = list(views)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not torch.equal(views[a], views[b]), f"{a} and {b} drew the same crops and flips"
+    assert orders[0, 1] != orders[1, 0] and orders[1, 2] != orders[2, 1]  # the old collision
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_batches_on_cuda_match_cpu_and_are_channels_last():
     kwargs = dict(batch_size=8, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, augment=True, seed=5)

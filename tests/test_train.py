@@ -1,19 +1,21 @@
-"""Training: logs, divergence, and resume after a real kill reaching the same weights."""
+"""Training: logs, divergence, optimizers against bare torch, checkpoints of one setting.
+
+The kill-and-resume tests on real snakemake runs are in tests/test_resume.py.
+"""
+import copy
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
+import logging
+from dataclasses import asdict
 
 import pytest
 import torch
 
-from flowprobe.data import load_dataset
+from flowprobe.config import DEFAULTS
+from flowprobe.data import Batches, load_dataset
+from flowprobe.data.loader import MODEL_STREAM, stream_seed
 from flowprobe.errors import TrainingError
 from flowprobe.models import build_model
 from flowprobe.train import LOG_COLUMNS, TrainSettings, evaluate, train_model
-from flowprobe.data import Batches
 
 SPEC, WIDTHS = "MPNet1(1:3x3, 1:5x5)", (4, 4, 8, 8)
 
@@ -72,57 +74,86 @@ def test_nan_loss_stops_with_epoch_batch_and_lr(tiny, tmp_path):
     assert "batch" in message and "learning rate 1e+30" in message and "on_divergence" in message
 
 
-def test_divergence_can_be_recorded(tiny, tmp_path):
-    _, summary = _train(tiny, tmp_path, epochs=2, lr=1e30, on_divergence="record")
-    assert summary["diverged"] and "learning rate" in summary["diverged_at"]
+def test_divergence_can_be_recorded_with_the_last_finished_weights(tiny, tmp_path):
+    model, summary = _train(tiny, tmp_path, epochs=2, lr=1e30, on_divergence="record")
+    assert summary["diverged"] and "epoch 1, batch 2," in summary["diverged_at"]  # batch 1 is the first step
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert rows[-1]["diverged"] == "1" and rows[-1]["test_acc"] == "nan"
-
-
-KILLABLE = """
-import sys, torch
-from flowprobe.data import load_dataset
-from flowprobe.models import build_model
-from flowprobe.train import TrainSettings, train_model
-data = load_dataset("cifar10-mini", max_per_class=40)
-torch.manual_seed(0)
-model = build_model("{spec}", 10, widths={widths})
-settings = TrainSettings(epochs=4, batch_size=16, lr=0.05, momentum=0.9, lr_step=2)
-train_model(model, data, settings, seed=0, log_path=sys.argv[1] + "/log.csv",
-            checkpoint_path=sys.argv[1] + "/ckpt.pt", device="cpu", progress=False)
-torch.save(model.state_dict(), sys.argv[1] + "/final.pt")
-"""
-
-
-def test_killed_training_resumes_to_identical_weights(tmp_path):
-    script = tmp_path / "train.py"
-    script.write_text(KILLABLE.format(spec=SPEC, widths=WIDTHS))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    # Uninterrupted reference run.
-    subprocess.run([sys.executable, script, tmp_path / "a"], check=True, env=env)
-    # Killed as soon as the first epoch's checkpoint exists, then rerun: resumes from it.
-    proc = subprocess.Popen([sys.executable, script, tmp_path / "b"], env=env)
-    ckpt = tmp_path / "b" / "ckpt.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run must really be killed mid-training"
-    assert not (tmp_path / "b" / "final.pt").exists()
-    done = torch.load(ckpt, weights_only=True)["epoch"]
-    assert 1 <= done < 4
-    subprocess.run([sys.executable, script, tmp_path / "b"], check=True, env=env)
-    ref = torch.load(tmp_path / "a" / "final.pt", weights_only=True)
-    resumed = torch.load(tmp_path / "b" / "final.pt", weights_only=True)
-    for name in ref:
-        assert torch.equal(ref[name], resumed[name]), name
-    rows = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
-
-
-def test_adam_option_trains_and_differs_from_sgd(tiny, tmp_path):
-    sgd, _ = _train(tiny, tmp_path / "a", epochs=1)
-    adam, summary = _train(tiny, tmp_path / "b", epochs=1, optimizer="adam", lr=1e-3)
+    for (name, kept), initial in zip(model.state_dict().items(), _model().state_dict().values()):
+        assert torch.equal(kept, initial), name  # diverged in epoch 1: the initial weights
     assert 0 <= summary["test_accuracy"] <= 1
-    assert any(not torch.equal(p, q) for p, q in zip(sgd.state_dict().values(), adam.state_dict().values()))
+
+
+def _bare_epoch(model, opt, data, settings, seed, epoch):
+    """One epoch written with torch alone, drawing from the same (seed, epoch) streams."""
+    torch.manual_seed(stream_seed(seed, epoch, MODEL_STREAM))
+    batches = Batches(data.train, batch_size=settings.batch_size, mean=data.mean, std=data.std,
+                      shuffle=True, augment=settings.augment, seed=seed)
+    batches.set_epoch(epoch)
+    model.train()
+    for x, y in batches:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_equals_a_bare_torch_loop_with_that_optimizer(tiny, tmp_path, optimizer):
+    """VGG16 has dropout, so this also checks the dropout stream; SGD and Adam at the same lr
+    must each match torch's own optimizer (and so differ from each other)."""
+    settings = TrainSettings(epochs=2, batch_size=16, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                             lr_step=1, lr_gamma=0.5, optimizer=optimizer, augment=True)
+    torch.manual_seed(0)
+    ours = build_model("VGG16", 10, widths=[4, 4, 8, 8, 8], fc_width=16)
+    ref = copy.deepcopy(ours)
+    train_model(ours, tiny, settings, seed=3, log_path=tmp_path / "log.csv",
+                checkpoint_path=tmp_path / "ckpt.pt", device="cpu", progress=False)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=5e-4)
+    else:
+        opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    for epoch in range(2):
+        _bare_epoch(ref, opt, tiny, settings, seed=3, epoch=epoch)
+        opt.param_groups[0]["lr"] *= 0.5
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_of_other_lr_is_moved_aside_not_resumed(tiny, tmp_path, caplog):
+    """A finished epoch-1 checkpoint at lr 0.05 must not count as epoch 1 of an lr-0.01 run."""
+    _train(tiny, tmp_path / "a", epochs=1, lr=0.05)
+    (tmp_path / "a" / "ckpt.pt").replace(tmp_path / "b" / "ckpt.pt")
+    with caplog.at_level(logging.INFO, logger="flowprobe.train"):
+        reused, _ = _train(tiny, tmp_path / "b", epochs=1, lr=0.01)
+    fresh, _ = _train(tiny, tmp_path / "c", epochs=1, lr=0.01)
+    for (name, a), b in zip(reused.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "b" / "ckpt.stale.pt").exists()
+    assert "started fresh (checkpoint of other settings: train.lr: 0.05 → 0.01; moved it to ckpt.stale.pt)" in caplog.text
+
+
+def test_resume_continues_and_says_so(tiny, tmp_path, caplog):
+    """Two epochs then two more on the same checkpoint equal four straight epochs when the
+    schedule is the same; the second call logs where it resumed."""
+    straight, _ = _train(tiny, tmp_path / "a", epochs=4)
+    _train(tiny, tmp_path / "b", epochs=4)
+    state = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=True)
+    assert state["epoch"] == 4
+    with caplog.at_level(logging.INFO, logger="flowprobe.train"):
+        again, summary = _train(tiny, tmp_path / "b", epochs=4)
+    assert "resumed from epoch 4" in caplog.text and summary["resumed_from"] == 4
+    for (name, a), b in zip(straight.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_unreadable_checkpoint_is_moved_aside(tiny, tmp_path, caplog):
+    (tmp_path / "ckpt.pt").write_bytes(b"half a checkpoint")
+    with caplog.at_level(logging.INFO, logger="flowprobe.train"):
+        _train(tiny, tmp_path, epochs=1)
+    assert "started fresh (checkpoint unreadable" in caplog.text
+    assert (tmp_path / "ckpt.stale.pt").read_bytes() == b"half a checkpoint"
+
+
+def test_train_defaults_are_the_config_defaults():
+    assert asdict(TrainSettings()) == DEFAULTS["defaults"]["train"]

@@ -18,11 +18,11 @@ import h5py
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import flowprobe
 from flowprobe.data import Batches, Dataset
 from flowprobe.errors import FlowprobeError
+from flowprobe.logs import with_progress
 from flowprobe.models import probe_points, receptive_fields
 from flowprobe.models.base import taps
 from flowprobe.train import resolve_device
@@ -116,7 +116,7 @@ def _dump_split(h5, model, data, split, points, reduction, batch_size, device, p
     batches = Batches(images, batch_size=batch_size, mean=data.mean, std=data.std, device=device)
     start = 0
     try:
-        for x, _ in tqdm(batches, desc=f"dump {split}", disable=not progress, mininterval=5):
+        for x, _ in with_progress(batches, f"dump {split}", enabled=progress, size=lambda b: len(b[0])):
             logits = model(x)
             stop = start + len(x)
             for name, dataset in sets.items():

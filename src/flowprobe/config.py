@@ -40,7 +40,9 @@ DEFAULTS: dict = {
             "lr_step": 10,
             "lr_gamma": 0.1,
             "on_divergence": "stop",
-        },  # optimizer (sgd) and augment (true) default in flowprobe.train.TrainSettings
+            "optimizer": "sgd",  # the study trained its long-skip MLP with adam
+            "augment": True,  # random crop (4-px padding) + horizontal flip; off for digits
+        },
     },
     "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},
     "probes": {"backend": "torch", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1], "val_fraction": 0.1, "max_iter": 200},

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from flowprobe.data import Dataset, load_dataset
+from flowprobe.logs import job_header, previous_attempts
 from flowprobe.models import build_model
 from flowprobe.train import resolve_device
 
@@ -34,6 +35,24 @@ def setup_logging(log_path: str | Path, threads: int | None = None) -> logging.L
         stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
     return logging.getLogger("flowprobe")
+
+
+def start_job(sm) -> logging.Logger:
+    """Start a Snakemake job's log: a header for this attempt, then logging and progress.
+
+    Snakemake deletes a job's log before it reruns the job, so each log usually holds one
+    attempt; a log that already holds some (a job run by hand twice) gets a new section.
+
+    Args:
+        sm: the `snakemake` object of a script (its rule, wildcards, params, log, threads).
+
+    Returns:
+        The "flowprobe" logger.
+    """
+    attempt = previous_attempts(sm.log[0]) + 1
+    logger = setup_logging(sm.log[0], sm.threads)
+    sys.stderr.write(job_header(sm.rule, dict(sm.wildcards.items()), dict(sm.params.items()), attempt))
+    return logger
 
 
 def run_data(run: dict, data_root: str, download: bool, max_per_class: int | None = None) -> Dataset:

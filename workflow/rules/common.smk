@@ -8,15 +8,18 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import yaml
 
-from flowprobe.config import deep_merge, load_config
+from flowprobe.config import DEFAULTS, deep_merge, load_config
 from flowprobe.errors import ConfigError
+from flowprobe.fingerprint import canonical_config
 from flowprobe.tables import FIGURE_INPUTS
 
 if "runs" not in config:  # no --configfile: the paper's config, with any --config overrides on top
     config = deep_merge(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()), config)
 
 try:
-    config = load_config(config)
+    # Canonical (keys sorted, 0 spelled 0.0 where the default is a float): Snakemake compares
+    # params by repr, so key order or an explicit default must not look like a new setting.
+    config = canonical_config(load_config(config), DEFAULTS)
 except ConfigError as err:
     # One clear line before any job is scheduled; nothing computed is touched.
     sys.stderr.write(f"flowprobe: {err}\n")
@@ -57,6 +60,11 @@ def data_params(wildcards):
     run = run_cfg(wildcards)
     keys = ("model", "model_options", "dataset", "dataset_variant", "dataset_root", "resolution", "channels", "max_per_class")
     return {k: run[k] for k in keys}
+
+
+def train_params(wildcards):
+    """Every train setting of a run (defaults filled in by load_config)."""
+    return run_cfg(wildcards)["train"]
 
 
 def members(runs, names):

@@ -5,7 +5,7 @@ rule train:
         train_log=run_file("train_log.csv"),
     params:
         run=data_params,
-        train=lambda w: run_cfg(w)["train"],
+        train=train_params,
         seed=lambda w: int(w.seed),
         data_root=config["data_root"],
         download=config["download"],

@@ -1,10 +1,10 @@
 """Accuracy with every bypassable unit removed, optionally fine-tuned; non-dominant summary row (see workflow/rules/analysis.smk)."""
 from flowprobe.analysis.ablation import FineTune, ablation_table
 from flowprobe.data import Batches
-from flowprobe.workflow import load_trained, run_data, setup_logging
+from flowprobe.workflow import load_trained, run_data, start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 p = sm.params
 model, _ = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download)

@@ -1,9 +1,9 @@
 """Dump activations.h5 of one trained run × seed (see workflow/rules/activations.smk)."""
 from flowprobe.activations import dump_activations
-from flowprobe.workflow import load_trained, run_data, setup_logging
+from flowprobe.workflow import load_trained, run_data, start_job
 
 sm = snakemake  # noqa: F821
-log = setup_logging(sm.log[0], sm.threads)
+log = start_job(sm)
 p = sm.params
 model, record = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download, max_per_class=p.activations["max_per_class"])

@@ -1,8 +1,8 @@
 """CKA of every probe point with the output (see workflow/rules/analysis.smk)."""
 from flowprobe.analysis.cka import cka_output_table
-from flowprobe.workflow import setup_logging
+from flowprobe.workflow import start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 p = sm.params
 cka_output_table(sm.input.h5, split=p.split, debiased=p.debiased).to_csv(sm.output.csv, index=False)

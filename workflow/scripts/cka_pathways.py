@@ -1,9 +1,9 @@
 """Layer × layer CKA between two pathways of one block (see workflow/rules/analysis.smk)."""
 from flowprobe.analysis.cka import cka_pathway_table
-from flowprobe.workflow import setup_logging
+from flowprobe.workflow import start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 p = sm.params
 table = cka_pathway_table(sm.input.h5, pathways=p.pathways, split=p.split, batch_size=p.batch_size, debiased=p.debiased)
 table.to_csv(sm.output.csv, index=False)

@@ -2,8 +2,8 @@
 import pandas as pd
 
 from flowprobe.plots import draw_figure
-from flowprobe.workflow import setup_logging
+from flowprobe.workflow import start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 draw_figure(sm.params.kind, pd.read_csv(sm.input.csv), sm.output.pdf, sm.output.png, title=sm.params.title)

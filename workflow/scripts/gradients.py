@@ -3,10 +3,10 @@ from itertools import islice
 
 from flowprobe.analysis.gradients import gradient_table
 from flowprobe.data import Batches
-from flowprobe.workflow import load_trained, run_data, setup_logging
+from flowprobe.workflow import load_trained, run_data, start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 p = sm.params
 model, _ = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download)

@@ -2,10 +2,10 @@
 from pathlib import Path
 
 from flowprobe.train import TrainSettings, train_model
-from flowprobe.workflow import new_model, run_data, save_trained, setup_logging
+from flowprobe.workflow import new_model, run_data, save_trained, start_job
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-log = setup_logging(sm.log[0], sm.threads)
+log = start_job(sm)
 p = sm.params
 out_dir = Path(sm.output.model).parent
 data = run_data(p.run, p.data_root, p.download)
@@ -17,6 +17,7 @@ checkpoint = out_dir / "checkpoint.pt"
 summary = train_model(
     model, data, TrainSettings(**p.train), seed=p.seed, log_path=partial_log,
     checkpoint_path=checkpoint, device=p.device,
+    model_spec={"spec": p.run["model"], "options": p.run["model_options"]},
 )
 log.info("test accuracy %.4f", summary["test_accuracy"])
 save_trained(sm.output.model, model, p.run, p.seed, summary, data.classes)

@@ -20,16 +20,15 @@ for every probe point of an activations.h5.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from flowprobe import h5io
 from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, objective  # noqa: F401
 from flowprobe.errors import AnalysisError, ConfigError
+from flowprobe.logs import with_progress
 
 DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 BACKENDS = ("torch", "sklearn")
@@ -104,7 +103,7 @@ def probe_table(h5_path, *, backend: str = "torch", progress: bool = True, **kno
         frame = h5io.point_frame(h5)
         y_train, y_test = h5io.labels(h5, "train"), h5io.labels(h5, "test")
         rows = []
-        for name in tqdm(frame["probe_point"], desc="probes", disable=not progress, file=sys.stderr):
+        for name in with_progress(frame["probe_point"], "probes", enabled=progress, step="probe point", unit="points"):
             x_train, x_test = h5io.features(h5, name, "train"), h5io.features(h5, name, "test")
             result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, overwrite_features=True, **knobs)
             values = asdict(result)

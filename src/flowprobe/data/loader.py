@@ -9,20 +9,44 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from flowprobe.data.imageset import ImageSet
 
 PAD = 4  # He et al. 2016: "4 pixels are padded on each side"
+# The random streams of one epoch of training, told apart by the third SeedSequence word.
+BATCH_STREAM = 0  # batch order and augmentation (this module)
+MODEL_STREAM = 1  # what the model draws itself: dropout masks (torch's global generators)
+
+
+def stream_seed(seed: int, epoch: int, stream: int) -> int:
+    """The 64-bit seed of random stream `stream` in epoch `epoch` of a run with seed `seed`.
+
+    numpy's SeedSequence hashes the words (seed, epoch, stream) into its entropy pool, so every
+    triple starts its own stream: unlike `seed + epoch`, seed s at epoch e + 1 shares nothing
+    with seed s + 1 at epoch e. Training derives every generator from this at the start of an
+    epoch, so (seed, epoch) is all a resumed run needs to continue the streams exactly.
+
+    Args:
+        seed: the run's seed (≥ 0).
+        epoch: 0-based epoch.
+        stream: BATCH_STREAM or MODEL_STREAM.
+
+    Returns:
+        An int in [0, 2**64) for `torch.Generator.manual_seed` / `torch.manual_seed`.
+    """
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0])
 
 
 class Batches:
     """Iterate (x float32 [B, C, H, W] normalised, y int64 [B]) on `device`, epoch after epoch.
 
     Epoch e (the e-th `iter()`, or the one set by `set_epoch(e)`) draws its order and its
-    augmentation from a CPU generator seeded with seed + e, so a run resumed at epoch e sees
-    exactly the batches of an uninterrupted run, on any device.
+    augmentation from a CPU generator seeded with `stream_seed(seed, e, BATCH_STREAM)`, so a run
+    resumed at epoch e sees exactly the batches of an uninterrupted run, on any device, and no
+    two (seed, epoch) pairs share an order.
     x = (crop_flip(u) / 255 − mean) / std with u the uint8 image; zero padding is applied to
     u, i.e. padded pixels are black, as torchvision's RandomCrop(padding=4) before Normalize.
     """
@@ -61,7 +85,7 @@ class Batches:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, self.epoch, BATCH_STREAM))
         self.epoch += 1
         count = len(self.labels)
         order = torch.randperm(count, generator=generator) if self.shuffle else torch.arange(count)

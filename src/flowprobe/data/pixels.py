@@ -10,9 +10,9 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from flowprobe.errors import DataError
+from flowprobe.logs import with_progress
 
 # ITU-R BT.601 luma: Y = 0.299 R + 0.587 G + 0.114 B (the weights PIL's "L" mode uses)
 LUMA_601 = (0.299, 0.587, 0.114)
@@ -74,7 +74,7 @@ def decode_images(
     [N, 3, size, size], resizing each image with `resize_square`. A file PIL cannot read
     raises DataError naming it (`describe(item)`)."""
     out = torch.empty((len(items), 3, size, size), dtype=torch.uint8)
-    bar = tqdm(items, desc="decoding images", unit="img", disable=len(items) < PROGRESS_MIN, leave=False)
+    bar = with_progress(items, "decoding images", enabled=len(items) >= PROGRESS_MIN, step="image")
     for i, item in enumerate(bar):
         try:
             with open_image(item) as image:
