@@ -43,7 +43,18 @@ DEFAULTS: dict = {
         },  # optimizer (sgd) and augment (true) default in flowprobe.train.TrainSettings
     },
     "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},
-    "probes": {"backend": "torch", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1], "val_fraction": 0.1, "max_iter": 200},
+    # the one place of the probe defaults: flowprobe.analysis.probes reads its signatures from here
+    "probes": {
+        "backend": "torch",
+        "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1],
+        "val_fraction": 0.1,
+        "selection_rows": 10000,
+        "max_iter": 200,
+        "tol": 1e-4,
+        "seed": 0,
+        "n_bootstrap": 1000,
+        "ci_level": 0.95,
+    },
     "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train"},
     "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
