@@ -3,7 +3,6 @@ scikit-learn `lbfgs` reference, both minimising the objective stated in probes.p
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 
 SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
-PLAIN_ITER = 20  # plain L-BFGS iterations tried before the preconditioner is sketched
+PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
 CHUNK_BYTES = 1 << 25  # float64 rows cast per step of the float64 finish (32 MiB)
 STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
 
@@ -52,17 +51,25 @@ class TorchLBFGS:
         self._eig = None  # (lam, V), sketched when a first fit needs the preconditioner
 
     def standardise(self, x_train, x_test, overwrite: bool = False):
-        """Standardise with train statistics (float64 sums over row chunks, so no temporary
-        of the matrix's size); with `overwrite`, float32 CPU inputs are modified in place."""
+        """Standardise with train statistics in one pass over row chunks (no temporary of the
+        matrix's size); with `overwrite`, float32 CPU inputs are modified in place.
+
+        Moments are taken of x - s with s the first chunk's mean, so E[(x-s)^2] - E[x-s]^2
+        does not cancel; chunk sums are float32, their running totals float64.
+        """
         x_train, x_test = (self._tensor(v, overwrite) for v in (x_train, x_test))
         n = len(x_train)
-        mean = x_train.sum(0, dtype=torch.float64) / n
-        var = sum(
-            (chunk.double() - mean).pow_(2).sum(0) for chunk in x_train.split(STANDARDISE_CHUNK)
-        ) / n
-        std = var.sqrt().float()
-        std[std == 0] = 1.0  # constant feature: centred to 0, left unscaled
-        mean = mean.float()
+        shift = x_train[:STANDARDISE_CHUNK].mean(0)
+        total = x_train.new_zeros(x_train.shape[1], dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for chunk in x_train.split(STANDARDISE_CHUNK):
+            centred = chunk - shift
+            total += centred.sum(0)
+            total_sq += centred.pow_(2).sum(0)
+        offset = total / n
+        std = (total_sq / n - offset.pow(2)).clamp_min(0).sqrt().float()
+        std[std <= 1e-6 * shift.abs()] = 1.0  # constant feature (up to float32 rounding): centred, unscaled
+        mean = (shift + offset).float()
         return x_train.sub_(mean).div_(std), x_test.sub_(mean).div_(std)
 
     def _tensor(self, x, overwrite: bool) -> torch.Tensor:
@@ -84,32 +91,27 @@ class TorchLBFGS:
 
     def _minimise(self, x, y, l2, w, b) -> _Fit:
         """L-BFGS until ||dL/dW||_inf <= tol: plain first (unless an earlier fit of this probe
-        point needed the preconditioner), then preconditioned, tightening the Z tolerance when
-        Z converged first, finishing in float64 when float32 stalls; stops at max_iter."""
+        point needed the preconditioner), then preconditioned, finishing in float64 when
+        float32 stalls; stops at max_iter."""
         plain, dtype = self._eig is None, x.dtype
         pre = _Preconditioner(None, l2, dtype) if plain else self._preconditioner(x, l2, dtype)
         budget = min(PLAIN_ITER, self.max_iter) if plain else self.max_iter
-        z, z_tol, n_iter, grad_inf = w, self.tol, 0, math.inf
-        while n_iter < self.max_iter:
-            n_iter += _lbfgs(lambda z_, b_: pre.objective(x, y, z_, b_), z, b, budget - n_iter, z_tol)
-            _, grad_w, grad_b = objective(x, y, l2, pre.to_w(z), b)
-            grad_inf = max(grad_w.abs().max().item(), grad_b.abs().max().item())
-            z_grad_inf = max(pre.to_z_grad(grad_w).abs().max().item(), grad_b.abs().max().item())
-            if grad_inf <= self.tol:
+        z, n_iter = w, 0
+        while True:
+            its, converged = _lbfgs(pre, x, y, z, b, budget - n_iter, self.tol)
+            n_iter += its
+            if converged or n_iter >= self.max_iter:
                 break
             if plain:  # plain L-BFGS did not converge quickly: precondition from here on
                 plain, pre, budget = False, self._preconditioner(x, l2, dtype), self.max_iter
                 z = pre.to_z(z)
-            elif z_grad_inf <= z_tol:  # Z converged but W not yet: tighten the Z tolerance
-                z_tol = z_grad_inf * self.tol / grad_inf / 2
             elif dtype == torch.float32:  # stalled at float32 resolution: finish in float64
                 w, b, dtype = pre.to_w(z).double(), b.double(), torch.float64
                 pre = self._preconditioner(x, l2, dtype)
                 z = pre.to_z(w)
             else:
                 break
-        w = pre.to_w(z)
-        return _Fit((w.float(), b.float()), n_iter, grad_inf <= self.tol)
+        return _Fit((pre.to_w(z).float(), b.float()), n_iter, converged)
 
     def _preconditioner(self, x, l2, dtype) -> _Preconditioner:
         if self._eig is None:
@@ -174,26 +176,38 @@ class _Preconditioner:
 
     to_z_grad = to_w
 
-    def objective(self, x, y, z, b):
-        loss, grad_w, grad_b = objective(x, y, self.l2, self.to_w(z), b)
-        return loss, self.to_z_grad(grad_w), grad_b
+
+class _Converged(Exception):
+    """Raised by the L-BFGS closure at the first evaluated point with ||dL/dW||_inf <= tol."""
 
 
-def _lbfgs(loss_and_grads, z, b, max_iter: int, tol: float) -> int:
-    """torch.optim.LBFGS over (z, b) in place with hand-written gradients; returns iterations."""
+def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
+    """torch.optim.LBFGS over (z, b) in place, with hand-written gradients and W = pre.to_w(z);
+    returns (iterations, converged).
+
+    Convergence is judged on the W gradient inside the closure: torch's own test would look
+    at the Z gradient, and restarting L-BFGS to tighten it would throw its history away. The
+    closure raises at a converged point, which the line search has just moved (z, b) to.
+    """
     if max_iter < 1:
-        return 0
+        return 0, False
     opt = torch.optim.LBFGS(
-        [z, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+        [z, b], lr=1, max_iter=max_iter, tolerance_grad=0.0, tolerance_change=1e-12,
         history_size=10, line_search_fn="strong_wolfe",
     )
 
     def closure():
-        loss, z.grad, b.grad = loss_and_grads(z, b)
+        loss, grad_w, grad_b = objective(x, y, pre.l2, pre.to_w(z), b)
+        if max(grad_w.abs().max().item(), grad_b.abs().max().item()) <= tol:
+            raise _Converged
+        z.grad, b.grad = pre.to_z_grad(grad_w), grad_b
         return loss
 
-    opt.step(closure)
-    return int(opt.state[z]["n_iter"])
+    try:
+        opt.step(closure)
+    except _Converged:
+        return int(opt.state[z]["n_iter"]), True
+    return int(opt.state[z]["n_iter"]), False
 
 
 @torch.no_grad()
