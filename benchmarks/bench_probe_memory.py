@@ -2,7 +2,8 @@
 
 Runs `probe_table` on an activations.h5 in a fresh process and reports the growth of its
 peak resident memory over the same process's footprint just before the stage started,
-next to the size of the largest layer (train + test features, float32).
+next to the size of the largest layer (train + test features, float32). The stage runs
+with the config's probe defaults (l2 grid on a subsample, refit, bootstrap interval).
 Usage: .venv/bin/python benchmarks/bench_probe_memory.py [--h5 PATH]
 (default: a synthetic file with the layer widths of a VGG16 at widths 64..512).
 """
@@ -22,7 +23,7 @@ import json, resource, sys
 from flowprobe.analysis.probes import probe_table
 import torch, numpy, sklearn  # the stage's imports, paid before the baseline
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-probe_table(sys.argv[1], progress=False, l2_grid=[1e-3, 1e-2], max_iter=50)
+probe_table(sys.argv[1], progress=False, device="cpu")  # the config's probe defaults
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"before_kib": before, "after_kib": after}))
 """

@@ -1,176 +1,165 @@
-"""Benchmark: flowprobe's torch probe vs the sklearn lbfgs reference on one real-sized layer.
+"""Benchmark: flowprobe's torch probe vs scikit-learn lbfgs at equal l2, and the probe stage.
 
-Both backends run fit_probe on the same features, so they solve the same objective
-(see flowprobe.analysis.probes) with the same l2 selection protocol. Feature source, first
-that applies: `--h5 PATH` (a layer of an activations.h5, default the one whose width is
-closest to 2048); the CIFAR-10 JPEG archive (features of a randomly initialised CNN, the
-4x4 adaptive-avg-pooled 128-channel map = 2048 features); else synthetic features.
+Per feature set, `fit_probe` first chooses l2 on the default grid (the "l2 grid + refit" row),
+then three solvers fit at that same l2 and tolerance: flowprobe's torch backend, sklearn
+`LogisticRegression(lbfgs)` on float32 features (it then stays in float32: the fastest way
+to run it) and the float64 sklearn backend. Times are CPU seconds of this process
+(`time.process_time`, robust to other jobs on shared cores) and wall seconds, fastest of
+`--repeats` interleaved rounds, with the thread counts printed.
 
-    python benchmarks/bench_probes.py [--h5 results/runs/.../activations.h5] [--layer NAME]
+Feature sets: `--h5 PATH` with `--layers` (default conv4 conv7 conv11) on `--rows` stratified
+train rows (default 20,000) and the whole test split; without --h5, two synthetic sets:
+"easy" (10,000 x 4,096, well conditioned: both solvers converge in a few iterations) and
+"hard" (20,000 x 2,048, a decaying spectrum of correlated features).
+`--stage` instead times `probe_table` over every probe point of the --h5 file (defaults of
+the config) and, with `--dump-benchmark` (the activations rule's benchmark TSV), compares
+it with the dump.
+
+    python benchmarks/bench_probes.py [--h5 .../activations.h5 [--layers conv4 conv7]] [--threads 1]
+    python benchmarks/bench_probes.py --stage --h5 .../activations.h5 --dump-benchmark .../vgg16_seed0.tsv
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import csv
 import os
-import tarfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch import nn
 
 from flowprobe import h5io
-from flowprobe.analysis.probes import fit_probe
+from flowprobe.analysis.probes import fit_probe, probe_table, stratified_split
+from flowprobe.config import DEFAULTS
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpg.tar.gz"
 
-
-def h5_features(path: str, layer: str | None):
+def h5_features(path: str, layer: str, rows: int):
+    """`rows` stratified train rows (stored splits are sorted by class) and the test split."""
     with h5io.open_activations(path) as h5:
-        names = h5io.probe_point_names(h5)
-        widths = {n: h5[f"layers/{n}/train"].shape[1] for n in names}
-        layer = layer or min(names, key=lambda n: abs(widths[n] - 2048))
-        data = [h5io.features(h5, layer, "train"), h5io.labels(h5, "train")]
-        data += [h5io.features(h5, layer, "test"), h5io.labels(h5, "test")]
-    return data, f"{path}:{layer}"
+        y = h5io.labels(h5, "train")
+        idx = np.sort(stratified_split(y, min(rows / len(y), 0.999999), seed=0)[1]) if rows < len(y) else slice(None)
+        data = [h5[f"layers/{layer}/train"][idx], y[idx], h5io.features(h5, layer, "test"), h5io.labels(h5, "test")]
+    return data, f"{layer} ({os.path.basename(path)})"
 
 
-def cifar_images(archive: Path, per_class: dict[str, int]):
-    """The first `per_class[split]` JPEGs of every class, as uint8 [N, 32, 32, 3] and labels."""
-    from PIL import Image
-
-    images, labels, counts = {s: [] for s in per_class}, {s: [] for s in per_class}, {}
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or len(parts) != 3 or parts[0] not in per_class:
-                continue
-            split, cls, _ = parts
-            if counts.get((split, cls), 0) < per_class[split]:
-                counts[(split, cls)] = counts.get((split, cls), 0) + 1
-                images[split].append(np.asarray(Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")))
-                labels[split].append(cls)
-    classes = sorted(set(labels["train"]))
-    return {s: (np.stack(images[s]), np.array([classes.index(c) for c in labels[s]])) for s in per_class}
-
-
-def cnn_features(archive: Path, n_train: int, n_test: int):
-    """Random-init conv net (3->64->128 s2->128, BN in batch-statistics mode) pooled to 4x4."""
-    data = cifar_images(archive, {"train": n_train // 10, "test": n_test // 10})
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-        nn.Conv2d(128, 128, 3, padding=1), nn.BatchNorm2d(128), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-    )
-    out = []
-    for split in ("train", "test"):
-        x = torch.tensor(data[split][0]).permute(0, 3, 1, 2).float() / 255
-        x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), keepdim=True)
-        with torch.no_grad():
-            out += [torch.cat([net(b) for b in x.split(500)]).numpy(), data[split][1]]
-    return out, f"random-init CNN on CIFAR-10 JPEGs ({archive.name})"
-
-
-def synthetic_features(n_train: int, n_test: int, d: int = 2048, k: int = 10):
-    """Class means in a 64-dim subspace, a decaying spectrum of correlated noise, ReLU."""
+def synthetic(kind: str):
+    """easy: class means plus isotropic noise; hard: 64-dim class structure mixed into
+    correlated, decaying-spectrum features, ReLU (CNN-like). 10 classes, 5,000 test rows."""
     rng = np.random.default_rng(0)
-    mix = rng.normal(size=(64, d)) / 8
-    means = rng.normal(size=(k, 64))
+    n, d = (10000, 4096) if kind == "easy" else (20000, 2048)
     out = []
-    for n in (n_train, n_test):
-        y = rng.integers(0, k, size=n)
-        latent = 0.6 * means[y] + rng.normal(size=(n, 64)) * np.linspace(2, 0.1, 64)
-        out += [np.maximum(latent @ mix + 0.3 * rng.normal(size=(n, d)), 0).astype(np.float32), y]
-    return out, "synthetic (64-dim class structure, ReLU)"
+    if kind == "easy":
+        means = rng.normal(size=(10, d)) * 0.05
+        for m in (n, 5000):
+            y = rng.integers(0, 10, size=m)
+            out += [(means[y] + rng.normal(size=(m, d))).astype(np.float32), y]
+    else:
+        mix, means = rng.normal(size=(64, d)) / 8, rng.normal(size=(10, 64))
+        spectrum = np.linspace(2, 0.05, 64)
+        for m in (n, 5000):
+            y = rng.integers(0, 10, size=m)
+            latent = 0.3 * means[y] + rng.normal(size=(m, 64)) * spectrum
+            out += [np.maximum(latent @ mix + 0.3 * rng.normal(size=(m, d)), 0).astype(np.float32), y]
+    return out, f"synthetic {kind}"
 
 
-def sklearn_float32(x_train, y_train, x_test, y_test, *, l2: float, max_iter: int = 1000, tol: float = 1e-4):
-    """sklearn called directly on float32 standardised features (it then stays in float32):
-    the fastest way to run the reference, same objective, C = 1/(l2 n)."""
+def sklearn_float32(x_train, y_train, x_test, y_test, *, l2: float):
+    """sklearn on float32 standardised features, C = 1/(l2 n), the probe defaults' max_iter/tol."""
     from sklearn.linear_model import LogisticRegression
 
+    max_iter, tol = DEFAULTS["probes"]["max_iter"], DEFAULTS["probes"]["tol"]
     mean, std = x_train.mean(0), x_train.std(0)
     std[std == 0] = 1.0
     x_train, x_test = (((v - mean) / std).astype(np.float32) for v in (x_train, x_test))
     model = LogisticRegression(C=1.0 / (l2 * len(y_train)), max_iter=max_iter, tol=tol).fit(x_train, y_train)
     n_iter = int(model.n_iter_.max())
-    return SimpleNamespace(test_acc=model.score(x_test, y_test), train_acc=model.score(x_train, y_train),
-                           l2=l2, converged=n_iter < max_iter, n_iter=n_iter)
+    return SimpleNamespace(test_acc=model.score(x_test, y_test), l2=l2, converged=n_iter < max_iter, n_iter=n_iter)
 
 
-def blas_threads() -> str:
+def thread_report() -> str:
     from threadpoolctl import threadpool_info
 
-    return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas")
+    blas = ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas")
+    return f"torch {torch.get_num_threads()} ({torch.backends.mkl.is_available() and 'MKL' or 'BLAS'}), numpy/scipy BLAS: {blas}"
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.process_time() - cpu, time.perf_counter() - wall, result
 
 
 def fastest(runs: list, repeats: int) -> list:
-    """(mode, name, seconds, result) per run: the fastest of `repeats` rounds, the rounds
-    interleaved so that a burst of load from other processes does not hit one run only."""
+    """(name, cpu s, wall s, result) per run: fastest of `repeats` interleaved rounds."""
     best = {}
     for _ in range(repeats):
-        for mode, name, fn in runs:
-            start = time.perf_counter()
-            result = fn()
-            seconds = time.perf_counter() - start
-            if (mode, name) not in best or seconds < best[(mode, name)][0]:
-                best[(mode, name)] = (seconds, result)
-    return [(mode, name, *best[(mode, name)]) for mode, name, _ in runs]
+        for name, fn in runs:
+            cpu, wall, result = timed(fn)
+            if name not in best or cpu < best[name][0]:
+                best[name] = (cpu, wall, result)
+    return [(name, *best[name]) for name, _ in runs]
+
+
+def compare(data, source: str, repeats: int, with_float64: bool) -> None:
+    grid_cpu, grid_wall, chosen = timed(lambda: fit_probe(*data, device="cpu"))
+    l2 = chosen.l2
+    runs = [
+        ("torch (flowprobe)", lambda: fit_probe(*data, l2=l2, device="cpu")),
+        ("sklearn float32", lambda: sklearn_float32(*data, l2=l2)),
+    ]
+    if with_float64:
+        runs.append(("sklearn float64 (backend)", lambda: fit_probe(*data, backend="sklearn", l2=l2)))
+    rows = fastest(runs, repeats)
+    ours = rows[0][1]
+    print(f"\n{source}: train {data[0].shape}, test {data[2].shape}")
+    print("| solver | l2 | CPU s | wall s | n_iter | converged | test acc | torch speed-up (CPU) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| torch, l2 grid {list(DEFAULTS['probes']['l2_grid'])} + refit | {l2:g} | {grid_cpu:.2f} | {grid_wall:.2f} "
+          f"| {chosen.n_iter} | {chosen.converged} | {100 * chosen.test_acc:.2f} | |")
+    for name, cpu, wall, r in rows:
+        print(f"| {name} | {l2:g} | {cpu:.2f} | {wall:.2f} | {r.n_iter} | {r.converged} | {100 * r.test_acc:.2f} "
+              f"| {cpu / ours:.1f}x |")
+
+
+def stage(h5: str, dump_benchmark: str | None) -> None:
+    cpu, wall, table = timed(lambda: probe_table(h5, progress=False, device="cpu"))
+    cols = ["probe_point", "n_features", "l2", "n_iter", "converged", "test_acc", "test_acc_lo", "test_acc_hi"]
+    print(table[cols].to_string(index=False))
+    print(f"\nprobe stage ({len(table)} points, defaults {DEFAULTS['probes']}): CPU {cpu:.1f} s, wall {wall:.1f} s")
+    if dump_benchmark:
+        with open(dump_benchmark) as f:
+            dump = next(csv.DictReader(f, delimiter="\t"))
+        d_wall, d_cpu = float(dump["s"]), float(dump["cpu_time"])
+        print(f"dump (snakemake benchmark): wall {d_wall:.1f} s, CPU {d_cpu:.1f} s -> "
+              f"probe/dump: wall {wall / d_wall:.2f}x, CPU {cpu / d_cpu:.2f}x (goal < 2x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--h5", help="activations.h5 to take the layer from")
-    parser.add_argument("--layer", help="probe point name (default: width closest to 2048)")
-    parser.add_argument("--n-train", type=int, default=5000)
-    parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--l2", type=float, default=1e-3, help="penalty of the fixed-l2 comparison")
-    parser.add_argument("--repeats", type=int, default=3, help="report the fastest of this many runs")
-    parser.add_argument("--threads", type=int, help="torch and BLAS threads (default: as configured)")
+    parser.add_argument("--h5", help="activations.h5 to take the features from")
+    parser.add_argument("--layers", nargs="+", default=["conv4", "conv7", "conv11"])
+    parser.add_argument("--rows", type=int, default=20000, help="train rows taken from --h5")
+    parser.add_argument("--repeats", type=int, default=1, help="report the fastest of this many rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads")
+    parser.add_argument("--no-float64", action="store_true", help="skip the (slow) float64 sklearn row")
+    parser.add_argument("--stage", action="store_true", help="time probe_table over the whole --h5")
+    parser.add_argument("--dump-benchmark", help="benchmark TSV of the activations rule, for --stage")
     args = parser.parse_args()
-    if args.threads:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
-        threadpool_limits(args.threads)
-
-    if args.h5:
-        data, source = h5_features(args.h5, args.layer)
-    elif ARCHIVE.exists():
-        data, source = cnn_features(ARCHIVE, args.n_train, args.n_test)
-    else:
-        data, source = synthetic_features(args.n_train, args.n_test)
-    warm = np.random.default_rng(0).permutation(len(data[1]))[:300]  # stored splits may be class-sorted
-    fit_probe(data[0][warm], data[1][warm], data[0][warm], data[1][warm], l2=1e-2)  # lazy torch/BLAS init
-    print(f"features: {source}; train {data[0].shape}, test {data[2].shape}")
-    print(f"threads: torch {torch.get_num_threads()}, BLAS {blas_threads()}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '-')}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}, device cpu")
-    fixed, grid = f"fixed l2={args.l2:g}", "l2 grid + refit"
-    runs = [
-        (fixed, "sklearn (backend, float64)", lambda: fit_probe(*data, backend="sklearn", l2=args.l2)),
-        (fixed, "sklearn (direct, float32)", lambda: sklearn_float32(*data, l2=args.l2)),
-        (fixed, "torch", lambda: fit_probe(*data, backend="torch", device="cpu", l2=args.l2)),
-        (grid, "sklearn (backend, float64)", lambda: fit_probe(*data, backend="sklearn")),
-        (grid, "torch", lambda: fit_probe(*data, backend="torch", device="cpu")),
-    ]
-    rows = fastest(runs, args.repeats)
-    torch_rows = {mode: (seconds, r) for mode, name, seconds, r in rows if name == "torch"}
-    print("\n| mode | backend | fit time (s) | test acc | train acc | l2 | converged | n_iter | torch speed-up |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for mode, name, seconds, r in rows:
-        print(f"| {mode} | {name} | {seconds:.2f} | {100 * r.test_acc:.2f} | {100 * r.train_acc:.2f} | "
-              f"{r.l2:g} | {r.converged} | {r.n_iter} | {seconds / torch_rows[mode][0]:.1f}x |")
-    for mode, name, seconds, r in rows:
-        if name != "torch":
-            gap = 100 * abs(r.test_acc - torch_rows[mode][1].test_acc)
-            print(f"{mode}: torch {seconds / torch_rows[mode][0]:.1f}x faster than {name}, "
-                  f"test accuracy gap {gap:.2f} points")
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
+    print(f"threads: {thread_report()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}; device cpu")
+    if args.stage:
+        stage(args.h5, args.dump_benchmark)
+        return
+    sets = [h5_features(args.h5, layer, args.rows) for layer in args.layers] if args.h5 else [synthetic("easy"), synthetic("hard")]
+    x, y = sets[0][0][0][::50], sets[0][0][1][::50]  # strided: stored rows may be sorted by class
+    fit_probe(x, y, x, y, l2=1e-2)  # lazy torch/BLAS init
+    for data, source in sets:
+        compare(data, source, args.repeats, not args.no_float64)
 
 
 if __name__ == "__main__":

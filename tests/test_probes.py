@@ -1,14 +1,30 @@
-"""Linear probes: both backends, the l2 <-> C mapping, l2 selection, probe_table (analysis/probes.py)."""
+"""Linear probes: both backends, the l2 <-> C mapping, l2 selection, the bootstrap interval,
+probe_table (analysis/probes.py, analysis/probe_solvers.py)."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from h5fixtures import write_activations
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
-from flowprobe.analysis.probes import ProbeResult, fit_probe, objective, probe_table, stratified_split
+from flowprobe.analysis.probe_solvers import TorchLBFGS
+from flowprobe.analysis.probes import (
+    ProbeResult,
+    bootstrap_interval,
+    fit_probe,
+    move_rows_to_front,
+    objective,
+    probe_table,
+    selection_split,
+    stratified_split,
+)
+from flowprobe.config import DEFAULTS
 from flowprobe.errors import AnalysisError, ConfigError
 
 
@@ -91,13 +107,38 @@ def test_unconverged_fits_are_reported():
         assert not result.converged and result.n_iter <= 2
 
 
+def _standardised(x):
+    std = x.std(0)
+    return (x - x.mean(0)) / np.where(std > 0, std, 1.0)
+
+
+@pytest.mark.parametrize("l2, tol", [(1e-2, 1e-4), (1e-4, 1e-6)])
+def test_converged_means_the_float64_gradient_is_below_tol(l2, tol):
+    """`converged` is checked against the gradient of the objective recomputed with autograd in
+    float64 at the returned weights (the tight case needs the float64 finish)."""
+    x, y = blobs(600, 40, 5, separation=0.3, seed=4)
+    x = _standardised(x)
+    solver = TorchLBFGS(max_iter=2000, tol=tol, device="cpu")
+    fit = solver.fit(torch.tensor(x, dtype=torch.float32), y, l2)
+    assert fit.converged and fit.n_iter < 2000
+    w, b = (p.double().requires_grad_() for p in fit.params)
+    x64 = torch.tensor(x)
+    loss = torch.nn.functional.cross_entropy(x64 @ w.T + b, torch.tensor(y)) + 0.5 * l2 * (w**2).sum()
+    loss.backward()
+    # float32 weights returned: rounding them moves the gradient by ~1e-7 * curvature
+    assert max(w.grad.abs().max(), b.grad.abs().max()) <= tol + 1e-6
+
+
 def test_constant_features_torch_inputs_and_unseen_test_classes():
     x, y = blobs(300, 6, 3, separation=3.0)
-    x[:, 2] = 7.0  # constant: standardised to 0, not NaN
+    x[:, 2] = 7.0  # constant: standardised to 0, not NaN, and it changes nothing
+    reference = fit_probe(*split(np.delete(x, 2, axis=1), y, 200), l2=1e-2)
+    assert reference.test_acc == 1.0  # separable: every test row right
     y_test = y[200:].copy()
     y_test[:5] = 9  # a class the train split never saw counts as wrong
     result = fit_probe(torch.tensor(x[:200]), torch.tensor(y[:200]), torch.tensor(x[200:]), y_test, l2=1e-2)
-    assert np.isfinite(result.train_acc) and result.test_acc <= 0.95 + 1e-12
+    assert result.train_acc == reference.train_acc
+    assert result.test_acc == pytest.approx(95 / 100)
 
 
 def test_stratified_split_holds_out_every_class():
@@ -108,11 +149,97 @@ def test_stratified_split_holds_out_every_class():
     assert np.array_equal(stratified_split(y, 0.1, seed=0)[1], val_idx)
 
 
-def test_l2_selection_reports_the_held_out_accuracy():
-    x, y = blobs(500, 10, 3, separation=0.6)
-    result = fit_probe(*split(x, y, 400), l2_grid=(1e-1, 1e-3))
-    assert result.l2 in (1e-1, 1e-3) and 0 < result.val_acc <= 1
-    assert np.isnan(fit_probe(*split(x, y, 400), l2=1e-2).val_acc)
+def test_selection_split_is_a_stratified_subsample_of_the_requested_size():
+    y = np.repeat([0, 1, 2, 3], [400, 300, 200, 100])
+    fit_idx, val_idx = selection_split(y, 0.2, 100, seed=0)
+    rows = np.concatenate([fit_idx, val_idx])
+    assert len(rows) == 100 and len(np.unique(rows)) == 100
+    assert list(np.bincount(y[rows])) == [40, 30, 20, 10]  # class shares of the whole split
+    assert list(np.bincount(y[val_idx])) == [8, 6, 4, 2]
+    all_fit, all_val = selection_split(y, 0.2, None, seed=0)
+    assert len(all_fit) + len(all_val) == len(y)
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_move_rows_to_front_permutes_in_place(as_tensor):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 3)).astype(np.float32)  # more rows than one swap chunk
+    groups = [rng.choice(20000, 9000, replace=False)]
+    groups.append(rng.choice(np.setdiff1d(np.arange(20000), groups[0]), 1000, replace=False))
+    original, moved = x.copy(), torch.tensor(x) if as_tensor else x
+    source = move_rows_to_front(moved, groups)
+    moved = np.asarray(moved)
+    assert np.array_equal(moved, original[source])  # a permutation, described by `source`
+    assert sorted(source) == list(range(20000))
+    assert set(source[:9000]) == set(groups[0]) and set(source[9000:10000]) == set(groups[1])
+
+
+def _cross_entropy(model, x, y):
+    return -np.mean(np.log(model.predict_proba(x)[np.arange(len(y)), y]))
+
+
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+@pytest.mark.parametrize("selection_rows", [None, 300])
+def test_the_chosen_l2_has_the_lowest_held_out_cross_entropy(backend, selection_rows):
+    """Recomputed independently: sklearn fits on the hold-out split of the standardised train
+    split, one per grid point; the grid is built so that the best point is an inner one."""
+    x, y = blobs(700, 60, 3, separation=0.25, seed=2)
+    grid = (1.0, 1e-2, 1e-4)
+    result = fit_probe(*split(x, y, 500), backend=backend, l2_grid=grid, selection_rows=selection_rows)
+    x_std = _standardised(x[:500])
+    fit_idx, val_idx = selection_split(y[:500], 0.1, selection_rows, seed=0)
+    losses, accs = [], []
+    for l2 in grid:
+        model = LogisticRegression(C=1 / (l2 * len(fit_idx)), tol=1e-8, max_iter=5000).fit(x_std[fit_idx], y[fit_idx])
+        losses.append(_cross_entropy(model, x_std[val_idx], y[val_idx]))
+        accs.append(model.score(x_std[val_idx], y[val_idx]))
+    best = int(np.argmin(losses))
+    assert best == 1  # an inner grid point, so the test tells a right choice from an edge
+    assert result.l2 == grid[best]
+    assert result.val_acc == pytest.approx(accs[best], abs=1.5 / len(val_idx))  # one row may flip
+    assert np.isnan(fit_probe(*split(x, y, 500), l2=1e-2).val_acc)
+
+
+def test_bootstrap_interval_matches_the_binomial_quantiles():
+    """Resampling n Bernoulli outcomes with mean p gives Binomial(n, p)/n exactly, so with many
+    resamples the percentile interval is its quantiles (close to p -+ 1.96 sqrt(p(1-p)/n))."""
+    n, p = 400, 0.8
+    correct = np.arange(n) < p * n
+    lo, hi = bootstrap_interval(correct, 20000, 0.95, seed=0)
+    exact = stats.binom.ppf([0.025, 0.975], n, p) / n
+    assert lo == pytest.approx(exact[0], abs=1.01 / n) and hi == pytest.approx(exact[1], abs=1.01 / n)
+    half = 1.96 * np.sqrt(p * (1 - p) / n)
+    assert lo == pytest.approx(p - half, abs=0.006) and hi == pytest.approx(p + half, abs=0.006)
+    narrow = bootstrap_interval(correct, 20000, 0.5, seed=0)
+    assert lo < narrow[0] < p < narrow[1] < hi
+    assert bootstrap_interval(correct, 1000, 0.95, seed=3) == bootstrap_interval(correct, 1000, 0.95, seed=3)
+    assert bootstrap_interval(np.ones(50, bool), 100, 0.95, seed=0) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_test_accuracy_interval_resamples_the_probes_per_image_correctness(backend):
+    x, y = blobs(900, 20, 4, separation=0.35, seed=5)
+    data = split(x, y, 600)
+    result = fit_probe(*data, backend=backend, l2=1e-2, n_bootstrap=2000, ci_level=0.9, seed=7)
+    x_std = _standardised(x[:600])
+    test_std = (x[600:] - x[:600].mean(0)) / x[:600].std(0)
+    model = LogisticRegression(C=1 / (1e-2 * 600), tol=1e-8, max_iter=5000).fit(x_std, y[:600])
+    correct = model.predict(test_std) == y[600:]
+    assert result.test_acc == pytest.approx(correct.mean(), abs=2 / 300)
+    if result.test_acc == correct.mean():  # same per-image correctness: the very same interval
+        assert (result.test_acc_lo, result.test_acc_hi) == bootstrap_interval(correct, 2000, 0.9, seed=7)
+    assert result.test_acc_lo < result.test_acc < result.test_acc_hi
+    assert result.test_acc_hi - result.test_acc_lo == pytest.approx(
+        2 * 1.645 * np.sqrt(result.test_acc * (1 - result.test_acc) / 300), rel=0.15)
+
+
+def test_library_defaults_are_the_config_defaults():
+    """One source of truth: fit_probe's defaults are DEFAULTS['probes'], and every key of the
+    config's probes section is a keyword fit_probe takes (the rule passes the section whole)."""
+    params = inspect.signature(fit_probe).parameters
+    for key, value in DEFAULTS["probes"].items():
+        assert key in params, key
+        assert params[key].default == (tuple(value) if isinstance(value, list) else value), key
 
 
 def test_bad_knobs_and_single_class_raise():
@@ -142,6 +269,9 @@ def test_probe_table_has_one_row_per_probe_point(tmp_path):
     assert table["converged"].all() and (table["backend"] == "torch").all()
     # the fixture's label signal grows with depth, and so must the probe accuracy
     assert table["test_acc"].is_monotonic_increasing and table["test_acc"].iloc[-1] > 0.9
+    assert ((table["test_acc_lo"] <= table["test_acc"]) & (table["test_acc"] <= table["test_acc_hi"])).all()
+    assert (table["test_acc_hi"] - table["test_acc_lo"]).iloc[0] > 0.05  # 120 test images: a wide interval
+    pd.testing.assert_frame_equal(table, probe_table(path, progress=False, l2_grid=(1e-1, 1e-2)))  # seeded
 
 
 def test_rank_deficient_features_like_dead_relus_still_fit():

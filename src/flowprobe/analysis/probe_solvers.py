@@ -3,7 +3,6 @@ scikit-learn `lbfgs` reference, both minimising the objective stated in probes.p
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +11,9 @@ import numpy as np
 import torch
 
 SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
+PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
+CHUNK_BYTES = 1 << 25  # float64 rows cast per step of the float64 finish (32 MiB)
+STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
 
 
 @dataclass
@@ -25,37 +27,49 @@ def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
-
-
 class TorchLBFGS:
     """Full-batch L-BFGS (strong Wolfe) on the device, float32 with a float64 finish.
 
     One evaluation is two matmuls (logits X W^T, gradient G^T X with G = (softmax - onehot)/n)
-    and no autograd graph. L-BFGS runs on Z with W = Z M, M = P^{-1/2} for the preconditioner
-    P = V diag(lam + l2) V^T + (lam_r + l2)(I - V V^T) built from the top-r eigenpairs (lam, V)
-    of the feature covariance X^T X / n (randomised Nystrom/Rayleigh-Ritz, Halko et al. 2011):
-    the objective and its minimiser are unchanged, only the curvature L-BFGS sees is evened
-    out (3-4x fewer iterations on CNN features). Convergence is judged on the W gradient.
+    and no autograd graph; the loss is summed in float64, so the line search sees loss
+    differences far below float32's resolution of a single value. A fit first runs plain
+    L-BFGS (well-conditioned features converge in a few iterations, cheaper than any
+    preconditioner); only if that has not converged after PLAIN_ITER iterations it continues
+    on Z with W = Z M, M = P^{-1/2} for the preconditioner
+    P = V diag(lam + l2) V^T + (lam_r + l2)(I - V V^T) built from the top-r eigenpairs
+    (lam, V) of the feature covariance X^T X / n (randomised Nystrom/Rayleigh-Ritz, Halko et
+    al. 2011). The objective and its minimiser are unchanged, only the curvature L-BFGS sees
+    is evened out (3-4x fewer iterations on CNN features). (lam, V) do not depend on l2: they
+    are sketched once per solver (one probe point) and reused along the l2 grid and for the
+    refit, whose rows have the same covariance. Convergence is judged on the W gradient.
     """
 
     def __init__(self, max_iter: int, tol: float, device=None, rank: int = 64):
         self.max_iter, self.tol, self.rank = max_iter, tol, rank
         auto = device in (None, "auto")
         self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
+        self._eig = None  # (lam, V), sketched when a first fit needs the preconditioner
 
     def standardise(self, x_train, x_test, overwrite: bool = False):
-        """Standardise with train statistics (float64 sums over row chunks, so no temporary
-        of the matrix's size); with `overwrite`, float32 CPU inputs are modified in place."""
+        """Standardise with train statistics in one pass over row chunks (no temporary of the
+        matrix's size); with `overwrite`, float32 CPU inputs are modified in place.
+
+        Moments are taken of x - s with s the first chunk's mean, so E[(x-s)^2] - E[x-s]^2
+        does not cancel; chunk sums are float32, their running totals float64.
+        """
         x_train, x_test = (self._tensor(v, overwrite) for v in (x_train, x_test))
         n = len(x_train)
-        mean = x_train.sum(0, dtype=torch.float64) / n
-        var = sum(
-            (chunk.double() - mean).pow_(2).sum(0) for chunk in x_train.split(STANDARDISE_CHUNK)
-        ) / n
-        std = var.sqrt().float()
-        std[std == 0] = 1.0  # constant feature: centred to 0, left unscaled
-        mean = mean.float()
+        shift = x_train[:STANDARDISE_CHUNK].mean(0)
+        total = x_train.new_zeros(x_train.shape[1], dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        for chunk in x_train.split(STANDARDISE_CHUNK):
+            centred = chunk - shift
+            total += centred.sum(0)
+            total_sq += centred.pow_(2).sum(0)
+        offset = total / n
+        std = (total_sq / n - offset.pow(2)).clamp_min(0).sqrt().float()
+        std[std <= 1e-6 * shift.abs()] = 1.0  # constant feature (up to float32 rounding): centred, unscaled
+        mean = (shift + offset).float()
         return x_train.sub_(mean).div_(std), x_test.sub_(mean).div_(std)
 
     def _tensor(self, x, overwrite: bool) -> torch.Tensor:
@@ -63,9 +77,6 @@ class TorchLBFGS:
         shares_input = t.device == self.device and t.dtype == torch.float32
         t = t.to(self.device, torch.float32)
         return t.clone() if shares_input and not overwrite else t
-
-    def rows(self, x, idx):
-        return x[torch.as_tensor(idx, device=x.device)]
 
     def logits(self, params, x) -> np.ndarray:
         w, b = params
@@ -79,27 +90,33 @@ class TorchLBFGS:
             return self._minimise(x, y, l2, w, b)
 
     def _minimise(self, x, y, l2, w, b) -> _Fit:
-        """L-BFGS on Z until ||dL/dW||_inf <= tol: tightens the Z tolerance when Z converged
-        first, finishes in float64 when float32 stalls, stops at max_iter."""
-        pre = _Preconditioner(x, l2, self.rank)
-        z, z_tol, n_iter, grad_inf = pre.to_z(w), self.tol, 0, math.inf
-        while n_iter < self.max_iter:
-            n_iter += _lbfgs(lambda z_, b_: pre.objective(x, y, z_, b_), z, b, self.max_iter - n_iter, z_tol)
-            _, grad_w, grad_b = objective(x, y, l2, pre.to_w(z), b)
-            grad_inf = max(grad_w.abs().max().item(), grad_b.abs().max().item())
-            if grad_inf <= self.tol:
+        """L-BFGS until ||dL/dW||_inf <= tol: plain first (unless an earlier fit of this probe
+        point needed the preconditioner), then preconditioned, finishing in float64 when
+        float32 stalls; stops at max_iter."""
+        plain, dtype = self._eig is None, x.dtype
+        pre = _Preconditioner(None, l2, dtype) if plain else self._preconditioner(x, l2, dtype)
+        budget = min(PLAIN_ITER, self.max_iter) if plain else self.max_iter
+        z, n_iter = w, 0
+        while True:
+            its, converged = _lbfgs(pre, x, y, z, b, budget - n_iter, self.tol)
+            n_iter += its
+            if converged or n_iter >= self.max_iter:
                 break
-            z_grad_inf = max(pre.to_z_grad(grad_w).abs().max().item(), grad_b.abs().max().item())
-            if z_grad_inf <= z_tol:  # Z converged but W not yet: tighten the Z tolerance
-                z_tol = z_grad_inf * self.tol / grad_inf / 2
-            elif x.dtype == torch.float32:  # stalled at float32 resolution: finish in float64
-                w, x, b = pre.to_w(z).double(), x.double(), b.double()
-                pre = _Preconditioner(x, l2, self.rank)
+            if plain:  # plain L-BFGS did not converge quickly: precondition from here on
+                plain, pre, budget = False, self._preconditioner(x, l2, dtype), self.max_iter
+                z = pre.to_z(z)
+            elif dtype == torch.float32:  # stalled at float32 resolution: finish in float64
+                w, b, dtype = pre.to_w(z).double(), b.double(), torch.float64
+                pre = self._preconditioner(x, l2, dtype)
                 z = pre.to_z(w)
             else:
                 break
-        w = pre.to_w(z)
-        return _Fit((w.float(), b.float()), n_iter, grad_inf <= self.tol)
+        return _Fit((pre.to_w(z).float(), b.float()), n_iter, converged)
+
+    def _preconditioner(self, x, l2, dtype) -> _Preconditioner:
+        if self._eig is None:
+            self._eig = _covariance_sketch(x, self.rank)
+        return _Preconditioner(self._eig, l2, dtype)
 
 
 @contextmanager
@@ -117,71 +134,103 @@ def _one_thread_if_small(x):
         torch.set_num_threads(before)
 
 
-class _Preconditioner:
-    """W = Z M with M = P^{-1/2} (see TorchLBFGS); M is symmetric, so dL/dZ = (dL/dW) M."""
+def _covariance_sketch(x, rank: int):
+    """Top-r eigenpairs (lam, V) of X^T X / n by a randomised range finder and Rayleigh-Ritz
+    (Halko et al. 2011, Alg. 4.1 + 5.3); False when the sketch is degenerate."""
+    n, d = x.shape
+    r = min(rank, d, n)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    omega = torch.randn(d, r, generator=gen, device=x.device, dtype=x.dtype)
+    try:
+        q, _ = torch.linalg.qr(x.T @ (x @ omega))
+        xq = (x @ q).double()
+        lam, u = torch.linalg.eigh(xq.T @ xq / n)  # r x r, float64: cheap and stable
+    except torch.linalg.LinAlgError:
+        # Rank-deficient features (e.g. many dead ReLUs) can defeat the sketch; the
+        # preconditioner only speeds L-BFGS up, so fall back to none (M = I).
+        return False
+    return lam.clamp_min(0), q.double() @ u
 
-    def __init__(self, x, l2: float, rank: int):
-        n, d = x.shape
-        r = min(rank, d, n)
-        gen = torch.Generator(device=x.device).manual_seed(0)
-        omega = torch.randn(d, r, generator=gen, device=x.device, dtype=x.dtype)
-        self.l2 = l2
-        try:
-            q, _ = torch.linalg.qr(x.T @ (x @ omega))
-            xq = (x @ q).double()
-            lam, u = torch.linalg.eigh(xq.T @ xq / n)  # r x r, float64: cheap and stable
-        except torch.linalg.LinAlgError:
-            # Rank-deficient features (e.g. many dead ReLUs) can defeat the sketch; the
-            # preconditioner only speeds L-BFGS up, so fall back to none (M = I).
-            self.basis, self.m = x.new_zeros(d, 0), x.new_ones(0)
-            self.m_rest = x.new_ones(())
+
+class _Preconditioner:
+    """W = Z M with M = P^{-1/2} (see TorchLBFGS); M is symmetric, so dL/dZ = (dL/dW) M.
+    `eig` None or False: M = I (plain L-BFGS)."""
+
+    def __init__(self, eig, l2: float, dtype):
+        self.l2, self.dtype, self.identity = l2, dtype, not eig
+        if self.identity:
             return
-        lam, u = lam.to(x.dtype), u.to(x.dtype)
-        self.basis = q @ u
-        self.m = (lam.clamp_min(0) + l2).rsqrt()
-        self.m_rest = (lam.clamp_min(0).min() + l2).rsqrt()
+        lam, basis = eig
+        self.basis = basis.to(dtype)
+        self.m = (lam + l2).rsqrt().to(dtype)
+        self.m_rest = (lam.min() + l2).rsqrt().to(dtype)
 
     def _apply(self, a, m, m_rest):
         return m_rest * a + ((a @ self.basis) * (m - m_rest)) @ self.basis.T
 
     def to_w(self, z):
-        return self._apply(z, self.m, self.m_rest)
+        return z if self.identity else self._apply(z, self.m, self.m_rest)
 
     def to_z(self, w):
-        return self._apply(w, 1 / self.m, 1 / self.m_rest)
+        return w if self.identity else self._apply(w, 1 / self.m, 1 / self.m_rest)
 
     to_z_grad = to_w
 
-    def objective(self, x, y, z, b):
-        loss, grad_w, grad_b = objective(x, y, self.l2, self.to_w(z), b)
-        return loss, self.to_z_grad(grad_w), grad_b
+
+class _Converged(Exception):
+    """Raised by the L-BFGS closure at the first evaluated point with ||dL/dW||_inf <= tol."""
 
 
-def _lbfgs(loss_and_grads, z, b, max_iter: int, tol: float) -> int:
-    """torch.optim.LBFGS over (z, b) in place with hand-written gradients; returns iterations."""
+def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
+    """torch.optim.LBFGS over (z, b) in place, with hand-written gradients and W = pre.to_w(z);
+    returns (iterations, converged).
+
+    Convergence is judged on the W gradient inside the closure: torch's own test would look
+    at the Z gradient, and restarting L-BFGS to tighten it would throw its history away. The
+    closure raises at a converged point, which the line search has just moved (z, b) to.
+    """
+    if max_iter < 1:
+        return 0, False
     opt = torch.optim.LBFGS(
-        [z, b], lr=1, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+        [z, b], lr=1, max_iter=max_iter, tolerance_grad=0.0, tolerance_change=1e-12,
         history_size=10, line_search_fn="strong_wolfe",
     )
 
     def closure():
-        loss, z.grad, b.grad = loss_and_grads(z, b)
+        loss, grad_w, grad_b = objective(x, y, pre.l2, pre.to_w(z), b)
+        if max(grad_w.abs().max().item(), grad_b.abs().max().item()) <= tol:
+            raise _Converged
+        z.grad, b.grad = pre.to_z_grad(grad_w), grad_b
         return loss
 
-    opt.step(closure)
-    return int(opt.state[z]["n_iter"])
+    try:
+        opt.step(closure)
+    except _Converged:
+        return int(opt.state[z]["n_iter"]), True
+    return int(opt.state[z]["n_iter"]), False
 
 
 @torch.no_grad()
 def objective(x, y, l2, w, b):
-    """L(W, b) of the module docstring and its exact gradient (dL/dW, dL/db)."""
-    logits = torch.addmm(b, x, w.T)
-    lse = logits.logsumexp(1, keepdim=True)
-    loss = (lse.squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)).mean() + 0.5 * l2 * w.pow(2).sum()
-    g = (logits - lse).exp_()
-    g[torch.arange(len(y), device=y.device), y] -= 1.0
-    g /= len(y)
-    return loss, g.T @ x + l2 * w, g.sum(0)
+    """L(W, b) of the probes module docstring and its exact gradient (dL/dW, dL/db).
+
+    The loss is accumulated in float64. With float64 (w, b) and float32 x, x is cast to
+    float64 a row chunk at a time, so the float64 finish needs no float64 copy of x.
+    """
+    rows = len(x) if x.dtype == w.dtype else max(1, CHUNK_BYTES // (8 * x.shape[1]))
+    loss = 0.5 * l2 * w.pow(2).sum(dtype=torch.float64)
+    grad_w, grad_b = l2 * w, torch.zeros_like(b)
+    for start in range(0, len(x), rows):
+        xc, yc = x[start : start + rows].to(w.dtype), y[start : start + rows]
+        logits = torch.addmm(b, xc, w.T)
+        lse = logits.logsumexp(1, keepdim=True)
+        loss += (lse.squeeze(1) - logits.gather(1, yc[:, None]).squeeze(1)).sum(dtype=torch.float64) / len(x)
+        g = (logits - lse).exp_()
+        g[torch.arange(len(yc), device=yc.device), yc] -= 1.0
+        g /= len(x)
+        grad_w.addmm_(g.T, xc)
+        grad_b += g.sum(0)
+    return loss, grad_w, grad_b
 
 
 class SklearnLBFGS:
@@ -196,9 +245,6 @@ class SklearnLBFGS:
         mean, std = x_train.mean(0), x_train.std(0)
         std[std == 0] = 1.0
         return (x_train - mean) / std, (x_test - mean) / std
-
-    def rows(self, x, idx):
-        return x[idx]
 
     def fit(self, x, y, l2, init=None) -> _Fit:
         from sklearn.exceptions import ConvergenceWarning

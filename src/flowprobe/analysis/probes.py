@@ -13,8 +13,16 @@ Convergence means ||grad L||_inf <= tol before max_iter: scipy's `gtol` (sklearn
 and torch's LBFGS `tolerance_grad` are both this max-abs norm of the gradient.
 
 With l2=None, l2 is chosen from a grid by cross-entropy on a stratified held-out part of
-the train split, then the probe is refit on the whole train split. `probe_table` runs this
+a stratified subsample of the train split (at most `selection_rows` rows), then the probe is
+refit on the whole train split, warm-started from the chosen fit. `probe_table` runs this
 for every probe point of an activations.h5.
+
+Test accuracy comes with a percentile-bootstrap confidence interval (Efron & Tibshirani
+1993, ch. 13): the per-image correctness c_i of the fitted probe is resampled with
+replacement `n_bootstrap` times, and [test_acc_lo, test_acc_hi] are the (1 -+ ci_level)/2
+quantiles of the resampled means. The resampling is seeded, so reruns give identical
+intervals, and every probe point of a run draws the same resamples (a paired bootstrap
+across layers). The defaults of every knob live in `flowprobe.config.DEFAULTS["probes"]`.
 """
 
 from __future__ import annotations
@@ -24,14 +32,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from flowprobe import h5io
 from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, objective  # noqa: F401
+from flowprobe.config import DEFAULTS
 from flowprobe.errors import AnalysisError, ConfigError
 from flowprobe.logs import with_progress
 
-DEFAULT_L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)
 BACKENDS = ("torch", "sklearn")
+_D = DEFAULTS["probes"]
+SWAP_CHUNK = 4096  # rows per step of the in-place row permutation
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,8 @@ class ProbeResult:
     n_iter: int
     backend: str
     val_acc: float  # held-out accuracy of the chosen l2; NaN when l2 was given
+    test_acc_lo: float  # percentile-bootstrap interval of test_acc at ci_level
+    test_acc_hi: float
 
 
 def fit_probe(
@@ -53,24 +66,39 @@ def fit_probe(
     x_test,
     y_test,
     *,
-    backend: str = "torch",
+    backend: str = _D["backend"],
     l2: float | None = None,
-    l2_grid=DEFAULT_L2_GRID,
-    val_fraction: float = 0.1,
-    max_iter: int = 1000,
-    tol: float = 1e-4,
+    l2_grid=tuple(_D["l2_grid"]),
+    val_fraction: float = _D["val_fraction"],
+    selection_rows: int | None = _D["selection_rows"],
+    max_iter: int = _D["max_iter"],
+    tol: float = _D["tol"],
+    seed: int = _D["seed"],
+    n_bootstrap: int = _D["n_bootstrap"],
+    ci_level: float = _D["ci_level"],
     device=None,
-    seed: int = 0,
     overwrite_features: bool = False,
 ) -> ProbeResult:
     """Fit a probe on (x_train, y_train), report accuracy on train and test.
 
-    x_*: [N, D] numpy arrays or torch tensors; y_*: [N] integer labels. With `l2=None` the
-    penalty is selected from `l2_grid` on a `val_fraction` stratified hold-out.
-    `overwrite_features=True` lets the torch backend standardise float32 CPU inputs in place
-    (the probe stage owns the arrays it reads, so it saves a copy of the largest matrix).
+    Args:
+        x_train, x_test: [N, D] features, numpy arrays or torch tensors.
+        y_train, y_test: [N] integer labels.
+        backend: "torch" (L-BFGS on the device) or "sklearn" (the float64 reference).
+        l2: penalty of the objective; None selects it from `l2_grid` by held-out
+            cross-entropy on a `val_fraction` stratified hold-out of at most
+            `selection_rows` train rows (None: all rows).
+        max_iter, tol: stop after max_iter L-BFGS iterations or when ||grad L||_inf <= tol.
+        seed: seeds the selection subsample, the hold-out and the bootstrap.
+        n_bootstrap, ci_level: resamples and level of the test-accuracy interval.
+        device: torch device of the torch backend (None: CUDA when available).
+        overwrite_features: let the torch backend standardise and reorder float32 CPU inputs
+            in place (the probe stage owns the arrays it reads, so it saves copies).
+
+    Returns:
+        ProbeResult with train/test accuracy, the test interval, the l2 used, convergence.
     """
-    _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol)
+    _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol, n_bootstrap, ci_level)
     y_train, y_test = as_numpy(y_train).astype(np.int64), as_numpy(y_test).astype(np.int64)
     classes = np.unique(y_train)
     if len(classes) < 2:
@@ -80,24 +108,37 @@ def fit_probe(
     y_tr = np.searchsorted(classes, y_train)  # encoded 0..K-1, as sklearn's LabelEncoder
     val_acc, init = math.nan, None
     if l2 is None:
-        l2, val_acc, init = _select_l2(solver, x_tr, y_tr, sorted(l2_grid, reverse=True), val_fraction, seed)
+        fit_idx, val_idx = selection_split(y_tr, val_fraction, selection_rows, seed)
+        y_tr = y_tr[move_rows_to_front(x_tr, [fit_idx, val_idx])]
+        l2, val_acc, init = _select_l2(solver, x_tr, y_tr, sorted(l2_grid, reverse=True), len(fit_idx), len(val_idx))
     fit = solver.fit(x_tr, y_tr, float(l2), init)
+    correct = classes[np.argmax(solver.logits(fit.params, x_te), axis=1)] == y_test
+    lo, hi = bootstrap_interval(correct, n_bootstrap, ci_level, seed)
     return ProbeResult(
         train_acc=_accuracy(solver.logits(fit.params, x_tr), y_tr),
-        test_acc=_accuracy(solver.logits(fit.params, x_te), y_test, classes),
+        test_acc=float(np.mean(correct)),
         l2=float(l2),
         converged=bool(fit.converged),
         n_iter=int(fit.n_iter),
         backend=backend,
         val_acc=float(val_acc),
+        test_acc_lo=lo,
+        test_acc_hi=hi,
     )
 
 
-def probe_table(h5_path, *, backend: str = "torch", progress: bool = True, **knobs) -> pd.DataFrame:
+def probe_table(h5_path, *, backend: str = _D["backend"], progress: bool = True, **knobs) -> pd.DataFrame:
     """One probe per probe point of an activations.h5 (forward order; /output is not one).
 
-    Columns: point_frame + train_acc, test_acc, l2, converged, n_iter, backend, n_features,
-    val_acc. `knobs` are fit_probe's keywords. One probe point's features are in memory at a time.
+    Args:
+        h5_path: an activations.h5 honouring the contract of flowprobe.h5io.
+        backend: as in fit_probe.
+        progress: show a progress bar on stderr.
+        knobs: fit_probe's keywords (the config's `probes:` section).
+
+    Returns:
+        point_frame + train_acc, test_acc, l2, converged, n_iter, backend, n_features,
+        val_acc, test_acc_lo, test_acc_hi. One probe point's features are in memory at a time.
     """
     with h5io.open_activations(h5_path) as h5:
         frame = h5io.point_frame(h5)
@@ -106,22 +147,24 @@ def probe_table(h5_path, *, backend: str = "torch", progress: bool = True, **kno
         for name in with_progress(frame["probe_point"], "probes", enabled=progress, step="probe point", unit="points"):
             x_train, x_test = h5io.features(h5, name, "train"), h5io.features(h5, name, "test")
             result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, overwrite_features=True, **knobs)
+            del x_train, x_test  # free this point's features before the next is read
             values = asdict(result)
-            rows.append({**values, "n_features": x_train.shape[1], "val_acc": values.pop("val_acc")})
+            rows.append({**values, "n_features": h5[f"layers/{name}/train"].shape[1], "val_acc": values.pop("val_acc"),
+                         "test_acc_lo": values.pop("test_acc_lo"), "test_acc_hi": values.pop("test_acc_hi")})
     return pd.concat([frame, pd.DataFrame(rows)], axis=1)
 
 
-def _select_l2(solver, x, y, grid, val_fraction, seed):
-    """Fit along the grid (strong to weak penalty, warm-started where the backend can) and
-    keep the l2 with the lowest held-out cross-entropy; returns (l2, held-out accuracy, params).
+def _select_l2(solver, x, y, grid, n_fit, n_val):
+    """Fit along the grid on rows [0, n_fit) (strong to weak penalty, warm-started where the
+    backend can) and keep the l2 with the lowest cross-entropy on rows [n_fit, n_fit + n_val);
+    returns (l2, held-out accuracy, params).
 
     Cross-entropy, not accuracy, decides: accuracy on a few hundred rows is a step function,
     and two solvers that meet the same optimum within tol can differ by one row and flip
     the choice; the cross-entropy moves continuously with the solution.
     """
-    fit_idx, val_idx = stratified_split(y, val_fraction, seed)
-    x_fit, x_val = solver.rows(x, fit_idx), solver.rows(x, val_idx)
-    y_fit, y_val = y[fit_idx], y[val_idx]
+    x_fit, x_val = x[:n_fit], x[n_fit : n_fit + n_val]  # views: no copy of the features
+    y_fit, y_val = y[:n_fit], y[n_fit : n_fit + n_val]
     best, init = None, None
     for l2 in grid:
         fit = solver.fit(x_fit, y_fit, l2, init)
@@ -131,6 +174,16 @@ def _select_l2(solver, x, y, grid, val_fraction, seed):
             best = (loss, l2, _accuracy(logits, y_val), fit.params)
         init = fit.params
     return best[1:]
+
+
+def selection_split(y: np.ndarray, val_fraction: float, selection_rows: int | None, seed: int):
+    """Row indices (fit, val) of the l2 selection: a stratified subsample of at most
+    `selection_rows` rows (all rows when None or larger), split by `stratified_split`."""
+    rows = np.arange(len(y))
+    if selection_rows is not None and selection_rows < len(y):
+        rows = np.sort(stratified_split(y, selection_rows / len(y), seed + 1)[1])
+    fit_idx, val_idx = stratified_split(y[rows], val_fraction, seed)
+    return rows[fit_idx], rows[val_idx]
 
 
 def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +202,49 @@ def stratified_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.
     return np.sort(np.concatenate(fit_idx)), val_idx
 
 
+def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
+    """Permute the rows of `x` (tensor or array) in place so that the rows of groups[0] come
+    first, then those of groups[1], ...; returns `source` with new x[i] = old x[source[i]].
+
+    Rows are swapped in chunks, so the extra memory is SWAP_CHUNK rows, not a copy of x:
+    the l2 selection then works on views of one matrix.
+    """
+    source, where, start = np.arange(len(x)), np.arange(len(x)), 0
+    as_index = (lambda i: torch.as_tensor(i, device=x.device)) if isinstance(x, torch.Tensor) else (lambda i: i)
+    for group in groups:
+        stop = start + len(group)
+        pos = where[group]
+        incoming = pos[pos >= stop]  # wanted rows still outside [start, stop)
+        vacant = np.ones(stop - start, dtype=bool)
+        vacant[pos[pos < stop] - start] = False
+        outgoing = np.flatnonzero(vacant) + start  # positions in [start, stop) holding other rows
+        for i in range(0, len(incoming), SWAP_CHUNK):
+            a, b = outgoing[i : i + SWAP_CHUNK], incoming[i : i + SWAP_CHUNK]
+            held = x[as_index(a)]
+            x[as_index(a)] = x[as_index(b)]
+            x[as_index(b)] = held
+            source[a], source[b] = source[b], source[a].copy()
+            where[source[a]], where[source[b]] = a, b
+        start = stop
+    return source
+
+
+def bootstrap_interval(correct: np.ndarray, n_bootstrap: int, level: float, seed: int) -> tuple[float, float]:
+    """Percentile-bootstrap interval of mean(correct): the (1 -+ level)/2 quantiles of the
+    means of `n_bootstrap` resamples of the per-image correctness, drawn with replacement."""
+    correct = np.asarray(correct, dtype=np.float64)
+    n = len(correct)
+    rng = np.random.default_rng([seed, 0xB007])  # its own stream: the hold-out draws from `seed`
+    per_chunk = max(1, (1 << 20) // max(n, 1))  # ~8 MiB of indices at a time
+    means = np.concatenate([
+        correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
+        for i in range(0, n_bootstrap, per_chunk)
+    ])
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
 def _accuracy(logits: np.ndarray, y: np.ndarray, classes: np.ndarray | None = None) -> float:
     pred = np.argmax(logits, axis=1)
     return float(np.mean((pred if classes is None else classes[pred]) == y))
@@ -162,7 +258,7 @@ def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(lse - logits[np.arange(len(y)), y]))
 
 
-def _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol) -> None:
+def _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol, n_bootstrap, ci_level) -> None:
     if backend not in BACKENDS:
         raise ConfigError(f"probe backend '{backend}' is unknown; use one of {BACKENDS}")
     grid = [l2] if l2 is not None else list(l2_grid)
@@ -172,6 +268,8 @@ def _check_knobs(backend, l2, l2_grid, val_fraction, max_iter, tol) -> None:
         raise ConfigError(f"probe val_fraction must lie in (0, 1), got {val_fraction}")
     if max_iter < 1 or not tol > 0:
         raise ConfigError(f"probe max_iter must be >= 1 and tol > 0, got {max_iter}, {tol}")
+    if n_bootstrap < 1 or not 0 < ci_level < 1:
+        raise ConfigError(f"probe n_bootstrap must be >= 1 and ci_level in (0, 1), got {n_bootstrap}, {ci_level}")
 
 
 def _make_solver(backend, max_iter, tol, device):
