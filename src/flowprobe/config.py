@@ -42,9 +42,11 @@ DEFAULTS: dict = {
             "on_divergence": "stop",
         },  # optimizer (sgd) and augment (true) default in flowprobe.train.TrainSettings
     },
-    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},
+    "keep_activations": True,
+    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None, "dtype": "float32",
+                    "compression": None},
     "probes": {"backend": "torch", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1], "val_fraction": 0.1, "max_iter": 200},
-    "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train"},
+    "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train", "source": "prebn_nearest4"},
     "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
     "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},
