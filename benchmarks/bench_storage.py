@@ -32,6 +32,7 @@ LAYOUTS = [  # name, dtype, chunked, filter
     ("float32 row chunks", "f4", True, None),
     ("float32 row chunks + lzf", "f4", True, "lzf"),
     ("float32 row chunks + gzip-1", "f4", True, "gzip"),
+    ("float16 contiguous", "f2", False, None),
     ("float16 row chunks", "f2", True, None),
     ("float16 row chunks + lzf", "f2", True, "lzf"),
     ("float16 row chunks + gzip-1", "f2", True, "gzip"),

@@ -189,7 +189,8 @@ def test_float16_and_compressed_dumps_hold_the_same_features(tmp_path, model, ti
             assert np.allclose(upcast, reference, rtol=2**-10, atol=1e-6), name
             assert np.array_equal(features(gz, name, "train"), reference)
             assert gz[f"layers/{name}/train"].compression == "gzip"
-            assert full[f"layers/{name}/train"].chunks[1] == reference.shape[1]  # chunked by whole rows
+            assert gz[f"layers/{name}/train"].chunks[1] == reference.shape[1]  # chunked by whole rows
+            assert full[f"layers/{name}/train"].chunks is None  # uncompressed: contiguous
         assert h16["output/test"].dtype == np.float32
 
 

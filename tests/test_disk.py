@@ -60,8 +60,10 @@ def test_estimate_is_the_independent_formula_and_bounds_a_real_dump(tmp_path):
 
 def test_prebn_and_float32_change_the_estimate():
     runs = {"v": {"model": "VGG16", "model_options": {"widths": [2, 3, 4, 4, 4], "fc_width": 5}}}
-    post = disk_table(config_with(runs, saturation={"source": "postrelu_avgpool4"})).iloc[0]["bytes_per_image"]
-    pre = disk_table(config_with(runs)).iloc[0]["bytes_per_image"]
+    full = {"dtype": "float32"}
+    post = disk_table(config_with(runs, activations=full, saturation={"source": "postrelu_avgpool4"}))
+    post = post.iloc[0]["bytes_per_image"]
+    pre = disk_table(config_with(runs, activations=full)).iloc[0]["bytes_per_image"]
     half = disk_table(config_with(runs, activations={"dtype": "float16"})).iloc[0]["bytes_per_image"]
     stored = pre - 4 * 10 - 16
     assert stored == 2 * (post - 4 * 10 - 16)  # pre-BN maps double the stored values here

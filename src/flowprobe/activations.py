@@ -36,9 +36,11 @@ from flowprobe.train import resolve_device
 REDUCTIONS = ("avgpool4", "none")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-# Rows per HDF5 chunk are chosen so one chunk holds about this many bytes: large enough for
-# cheap streaming reads, small enough to stay in h5py's 1 MiB per-dataset chunk cache while
-# the batches of a chunk are written.
+# Compressed matrices are chunked by whole rows, about this many bytes a chunk: large enough
+# for cheap streaming reads, small enough to stay in h5py's 1 MiB per-dataset chunk cache
+# while the batches of a chunk are written. Uncompressed matrices stay contiguous: on the
+# real dump, row chunks alone saved nothing and made random-row reads (minibatch CKA) 3-6x
+# slower (benchmarks/bench_storage.py).
 CHUNK_BYTES = 512 * 1024
 COMPRESSIONS = (None, "gzip", "lzf")
 
@@ -191,15 +193,15 @@ def _check_options(reduction: str, dtype: str, compression: str | None) -> None:
 
 
 def _matrix(h5: h5py.File, name: str, n: int, width: int, layout: dict) -> h5py.Dataset:
-    """An [n, width] feature matrix, chunked by rows (about CHUNK_BYTES a chunk)."""
-    itemsize = np.dtype(layout["dtype"]).itemsize
-    rows = max(1, min(n, CHUNK_BYTES // (width * itemsize)))
-    options = {}
-    if layout["compression"]:
-        options = {"compression": layout["compression"], "shuffle": True}
-        if layout["compression"] == "gzip":
-            options["compression_opts"] = 1  # level 1: most of gzip's gain at a fraction of its time
-    return h5.create_dataset(name, shape=(n, width), dtype=layout["dtype"], chunks=(rows, width), **options)
+    """An [n, width] feature matrix: contiguous, or compressed in chunks of whole rows
+    (about CHUNK_BYTES a chunk) with byte shuffle."""
+    if not layout["compression"]:
+        return h5.create_dataset(name, shape=(n, width), dtype=layout["dtype"])
+    rows = max(1, min(n, CHUNK_BYTES // (width * np.dtype(layout["dtype"]).itemsize)))
+    options = {"compression": layout["compression"], "shuffle": True, "chunks": (rows, width)}
+    if layout["compression"] == "gzip":
+        options["compression_opts"] = 1  # level 1: most of gzip's gain at a fraction of its time
+    return h5.create_dataset(name, shape=(n, width), dtype=layout["dtype"], **options)
 
 
 @torch.no_grad()

@@ -43,7 +43,7 @@ DEFAULTS: dict = {
         },  # optimizer (sgd) and augment (true) default in flowprobe.train.TrainSettings
     },
     "keep_activations": True,
-    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None, "dtype": "float32",
+    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None, "dtype": "float16",
                     "compression": None},
     "probes": {"backend": "torch", "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1], "val_fraction": 0.1, "max_iter": 200},
     "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train", "source": "prebn_nearest4"},
