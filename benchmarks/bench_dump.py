@@ -1,8 +1,10 @@
 """Activation dump vs a bare forward pass over the same images (goal: dump ≤ 1.5× the forward).
 
 Both run the same model in eval mode over the same cifar10-mini images in the same batches;
-the dump additionally pools every probe point to 4×4 and writes it to HDF5.
+the dump additionally pools every probe point to 4×4 and writes it to HDF5 (with --prebn also
+the pre-BN unit outputs, nearest-neighbour 4×4; --dtype float16 halves the matrices).
 Prints one Markdown table.  Usage: .venv/bin/python benchmarks/bench_dump.py [--model SPEC] [--repeats 3]
+    [--dtype float16] [--prebn] [--compression lzf]
 """
 import argparse
 import tempfile
@@ -30,6 +32,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    ap.add_argument("--prebn", action="store_true", help="also store the pre-BN maps")
+    ap.add_argument("--compression", choices=["gzip", "lzf"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("cifar10-mini")
@@ -44,12 +49,14 @@ def main() -> None:
             forward.append(time.perf_counter() - t)
             t = time.perf_counter()
             dump_activations(model, data, Path(tmp) / "a.h5", attrs={"seed": 0, "resolution": 32, "test_accuracy": 0.0},
-                             batch_size=args.batch_size, device="cpu", progress=False)
+                             batch_size=args.batch_size, device="cpu", progress=False, dtype=args.dtype,
+                             prebn=args.prebn, compression=args.compression)
             dump.append(time.perf_counter() - t)
         size = (Path(tmp) / "a.h5").stat().st_size
     f, d = min(forward), min(dump)
     print(f"{args.model} widths {args.widths}, {len(probe_points(model))} probe points, {n} images, "
-          f"batch {args.batch_size}, {args.threads} torch threads, fastest of {args.repeats}\n")
+          f"batch {args.batch_size}, {args.threads} torch threads, fastest of {args.repeats}; {args.dtype}, "
+          f"pre-BN maps {'stored' if args.prebn else 'not stored'}, compression {args.compression}\n")
     print("| pass | time (s) | images/s | output |")
     print("|---|---|---|---|")
     print(f"| bare forward (eval, no hooks) | {f:.2f} | {n / f:.0f} | – |")

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from flowprobe import activations as act
-from flowprobe.activations import dump_activations, estimate_bytes
+from flowprobe.activations import dump_activations, estimate_bytes, prebn_modules
 from flowprobe.data import Batches, load_dataset
 from flowprobe.errors import ActivationFileError, FlowprobeError
-from flowprobe.h5io import open_activations, point_frame, probe_point_names
+from flowprobe.h5io import features, open_activations, point_frame, prebn_point_names, probe_point_names
 from flowprobe.models import build_model, probe_points, taps
+from flowprobe.models.units import ConvUnit, LinearUnit
 
 ATTRS = {"config": {"model": "x"}, "seed": 3, "resolution": 32, "test_accuracy": 0.5}
 
@@ -111,8 +112,10 @@ def test_corrupt_or_foreign_files_are_named(tmp_path, dumped):
 
 
 def test_disk_estimate_and_early_failure(tmp_path, model, tiny, monkeypatch):
-    expected = 4 * 60 * (sum(p.shape[0] * 16 for p in probe_points(model)) + 10)
-    assert estimate_bytes(model, tiny, "avgpool4") == expected
+    values = sum(p.shape[0] * 16 for p in probe_points(model))
+    pre = sum(p.shape[0] * 16 for p in probe_points(model) if p.kind != "add")  # the adds have no conv
+    assert estimate_bytes(model, tiny, "avgpool4") == 60 * (4 * values + 4 * 10 + 16)
+    assert estimate_bytes(model, tiny, "avgpool4", "float16", prebn=True) == 60 * (2 * (values + pre) + 4 * 10 + 16)
 
     class Full:
         free = 1000
@@ -121,3 +124,80 @@ def test_disk_estimate_and_early_failure(tmp_path, model, tiny, monkeypatch):
     with pytest.raises(FlowprobeError, match="needs about .* GB"):
         dump_activations(model, tiny, tmp_path / "x.h5", attrs=ATTRS, device="cpu", progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def normalised(data):
+    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    return (data.test.images.float() / 255 - mean) / std
+
+
+def unit_outputs_before_bn(model, x):
+    """Independent path: each ConvUnit/LinearUnit's input, through its own conv/fc, then
+    nearest neighbour to 4×4 by explicit indexing (source pixel floor(i·H/4))."""
+    units = {m.tap.point.name: m for m in model.modules() if isinstance(m, (ConvUnit, LinearUnit))}
+    inputs = {}
+    hooks = [u.register_forward_pre_hook(lambda m, i: inputs.__setitem__(m.tap.point.name, i[0])) for u in units.values()]
+    with torch.no_grad():
+        model(x)
+        for h in hooks:
+            h.remove()
+        out = {}
+        for name, unit in units.items():
+            y = unit[0](inputs[name])
+            if y.dim() == 4:
+                rows = (torch.arange(4) * y.shape[2]) // 4
+                cols = (torch.arange(4) * y.shape[3]) // 4
+                y = y[:, :, rows][:, :, :, cols].flatten(1)
+            out[name] = y
+    return out
+
+
+@pytest.mark.parametrize("spec, options", [
+    ("MPNet1(1:3x3, 2:5x5)", {"widths": (4, 4, 8, 8)}),  # add merges: no pre-BN output
+    ("VGG16", {"widths": (2, 3, 4, 4, 4), "fc_width": 5}),  # 2×2 maps upsampled to 4×4, a linear unit
+])
+def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, options):
+    torch.manual_seed(1)
+    net = build_model(spec, 10, **options).eval()
+    path = tmp_path / "a.h5"
+    dump_activations(net, tiny, path, attrs=ATTRS, prebn=True, batch_size=8, device="cpu", progress=False)
+    expected = unit_outputs_before_bn(net, normalised(tiny))
+    with open_activations(path) as h5:
+        names = prebn_point_names(h5)
+        assert names == [p.name for p in probe_points(net) if p.name in expected]  # forward order
+        assert set(names) == set(expected) and set(prebn_modules(net)) == set(expected)
+        for name in names:
+            stored = h5[f"prebn/{name}/test"][...]
+            assert stored.shape == (30, int(np.prod(h5[f"prebn/{name}"].attrs["stored_shape"])))
+            assert np.allclose(stored, expected[name].numpy(), atol=1e-5), name
+        adds = [p.name for p in probe_points(net) if p.kind == "add"]
+        assert all(f"prebn/{a}" not in h5 for a in adds)
+        assert bool(h5.attrs["prebn"]) and bool(adds) == spec.startswith("MPNet")
+
+
+def test_float16_and_compressed_dumps_hold_the_same_features(tmp_path, model, tiny, dumped):
+    half, packed = tmp_path / "half.h5", tmp_path / "packed.h5"
+    dump_activations(model, tiny, half, attrs=ATTRS, dtype="float16", batch_size=7, device="cpu", progress=False)
+    dump_activations(model, tiny, packed, attrs=ATTRS, compression="gzip", batch_size=7, device="cpu", progress=False)
+    with open_activations(dumped) as full, open_activations(half) as h16, open_activations(packed) as gz:
+        assert h16.attrs["dtype"] == "float16" and full.attrs["dtype"] == "float32"
+        for name in probe_point_names(full):
+            reference = full[f"layers/{name}/train"][...]
+            assert h16[f"layers/{name}/train"].dtype == np.float16
+            upcast = features(h16, name, "train")
+            assert upcast.dtype == np.float32  # readers never hand out float16
+            assert np.allclose(upcast, reference, rtol=2**-10, atol=1e-6), name
+            assert np.array_equal(features(gz, name, "train"), reference)
+            assert gz[f"layers/{name}/train"].compression == "gzip"
+            assert gz[f"layers/{name}/train"].chunks[1] == reference.shape[1]  # chunked by whole rows
+            assert full[f"layers/{name}/train"].chunks is None  # uncompressed: contiguous
+        assert h16["output/test"].dtype == np.float32
+
+
+def test_float16_overflow_is_refused(tmp_path, tiny):
+    torch.manual_seed(0)
+    net = build_model("MPNet1(1:3x3, 2:5x5)", 10, widths=(4, 4, 8, 8)).eval()
+    with torch.no_grad():
+        net.stem.conv.weight.mul_(1e6)
+    with pytest.raises(FlowprobeError, match="exceeds float16.*activations.dtype: float32"):
+        dump_activations(net, tiny, tmp_path / "a.h5", attrs=ATTRS, dtype="float16", device="cpu", progress=False)

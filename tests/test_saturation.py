@@ -15,7 +15,7 @@ from flowprobe.analysis.saturation import (
     saturation,
     saturation_table,
 )
-from flowprobe.errors import AnalysisError, ConfigError
+from flowprobe.errors import ActivationFileError, AnalysisError, ConfigError
 
 # eigenvalues summing to 100: P_k = .50 .80 .90 .95 .99 .995 .998 1
 SPECTRUM = np.array([50.0, 30.0, 10.0, 5.0, 4.0, 0.5, 0.3, 0.2])
@@ -123,7 +123,7 @@ def h5_path(tmp_path_factory):
 
 @pytest.mark.parametrize("k_rule", ["textbook", "delve"])
 def test_saturation_table_streams_the_whole_split(h5_path, k_rule):
-    table = saturation_table(h5_path, delta=0.9, k_rule=k_rule, batch_size=8)
+    table = saturation_table(h5_path, delta=0.9, k_rule=k_rule, source="postrelu_avgpool4", batch_size=8)
     assert list(table["probe_point"]) == ["conv1", "conv2", "fc"]
     assert list(table["n_features"]) == [6, 9, 5]
     assert list(table["n_samples"]) == [50 * 16, 50 * 16, 50]
@@ -133,7 +133,32 @@ def test_saturation_table_streams_the_whole_split(h5_path, k_rule):
             assert row.saturation == saturation(samples, 0.9, k_rule)
             assert row.intrinsic_dim == round(row.saturation * row.n_features)
     assert (table["k_rule"] == k_rule).all() and (table["delta"] == 0.9).all()
+    assert (table["source"] == "postrelu_avgpool4").all()
     assert table["saturation"].between(0, 1).all() and table["saturation"].lt(1).any()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_prebn_source_reads_the_prebn_maps_and_names_its_fallbacks(tmp_path, dtype):
+    """conv1 and fc have pre-BN maps, conv2 (like an add point) has none and falls back."""
+    path = write_activations(tmp_path / "a.h5", 50, 20, LAYERS, num_classes=3, prebn=("conv1", "fc"), dtype=dtype)
+    table = saturation_table(path, delta=0.9, source="prebn_nearest4", batch_size=16).set_index("probe_point")
+    post = saturation_table(path, delta=0.9, source="postrelu_avgpool4").set_index("probe_point")
+    assert list(table["source"]) == ["prebn_nearest4", "postrelu_avgpool4", "prebn_nearest4"]
+    with h5py.File(path) as h5:
+        for name, *_, shape in LAYERS:
+            group = "prebn" if name in ("conv1", "fc") else "layers"
+            samples = channelwise(h5[f"{group}/{name}/train"][...].astype(np.float64), shape)
+            assert table.loc[name, "saturation"] == saturation(samples, 0.9), name
+    assert table.loc["conv2", "saturation"] == post.loc["conv2", "saturation"]
+    # isotropic pre-BN noise needs more components than the class-coded layer
+    assert table.loc["conv1", "saturation"] > post.loc["conv1", "saturation"]
+
+
+def test_prebn_source_on_a_dump_without_prebn_says_what_to_do(h5_path):
+    with pytest.raises(ActivationFileError, match="rerun the activations rule.*postrelu_avgpool4"):
+        saturation_table(h5_path, source="prebn_nearest4")
+    with pytest.raises(ConfigError, match="source 'pre' is unknown"):
+        saturation_table(h5_path, source="pre")
 
 
 def test_saturation_table_names_a_dead_layer(tmp_path):
@@ -141,4 +166,4 @@ def test_saturation_table_names_a_dead_layer(tmp_path):
     with h5py.File(path, "r+") as h5:
         h5["layers/conv2/train"][...] = 0.0
     with pytest.raises(AnalysisError, match="conv2"):
-        saturation_table(path)
+        saturation_table(path, source="postrelu_avgpool4")

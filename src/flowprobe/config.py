@@ -44,7 +44,9 @@ DEFAULTS: dict = {
             "augment": True,  # random crop (4-px padding) + horizontal flip; off for digits
         },
     },
-    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None},
+    "keep_activations": True,
+    "activations": {"reduction": "avgpool4", "batch_size": 256, "max_per_class": None, "dtype": "float16",
+                    "compression": None},
     # the one place of the probe defaults: flowprobe.analysis.probes reads its signatures from here
     "probes": {
         "backend": "torch",
@@ -57,7 +59,7 @@ DEFAULTS: dict = {
         "n_bootstrap": 1000,
         "ci_level": 0.95,
     },
-    "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train"},
+    "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train", "source": "prebn_nearest4"},
     "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
     "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},

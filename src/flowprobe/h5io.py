@@ -4,6 +4,11 @@ Layout: /labels/{split}, /indices/{split}, /layers/{probe_point}/{split} [N, D] 
 probe point's metadata as attrs, /output/{split} [N, classes]; root attrs hold the run
 config (JSON), dataset, resolution, test accuracy, seed, code version and the ordered
 list of probe points. Every analysis reads probe points from here, never from the model.
+
+Optional: /prebn/{probe_point}/{split} [N, C·4·4 or D], the pre-BN output of the unit's
+conv/linear layer resized by nearest neighbour to 4×4 (root attrs `prebn`, `prebn_points`).
+Feature matrices may be stored as float16 (root attr `dtype`); every reader here returns
+float32, so no analysis does arithmetic in float16.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def _check_contract(h5: h5py.File, path: Path) -> None:
         raise ActivationFileError(f"{path}: the dump was interrupted (complete=False); rerun it")
     required = [f"labels/{s}" for s in SPLITS] + [f"output/{s}" for s in SPLITS]
     required += [f"layers/{p}/{s}" for p in probe_point_names(h5) for s in SPLITS]
+    required += [f"prebn/{p}/{s}" for p in prebn_point_names(h5) for s in SPLITS]
     for name in required:
         if name not in h5:
             raise ActivationFileError(
@@ -60,6 +66,16 @@ def _check_contract(h5: h5py.File, path: Path) -> None:
 def probe_point_names(h5: h5py.File) -> list[str]:
     """Probe point names in forward order."""
     return list(json.loads(h5.attrs["probe_points"]))
+
+
+def has_prebn(h5: h5py.File) -> bool:
+    """Whether the dump stored pre-BN outputs (activations with prebn=True)."""
+    return bool(h5.attrs.get("prebn", False))
+
+
+def prebn_point_names(h5: h5py.File) -> list[str]:
+    """Probe points with a stored pre-BN output, in forward order ([] when none were stored)."""
+    return list(json.loads(h5.attrs.get("prebn_points", "[]")))
 
 
 def point_frame(h5: h5py.File) -> pd.DataFrame:
@@ -73,14 +89,30 @@ def point_frame(h5: h5py.File) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
 
 
-def layer_shape(h5: h5py.File, name: str) -> tuple[int, ...]:
-    """(C, H, W) of the reduced feature map stored for `name`, or (D,) for vectors."""
-    return tuple(int(v) for v in h5[f"layers/{name}"].attrs["stored_shape"])
+def layer_shape(h5: h5py.File, name: str, group: str = "layers") -> tuple[int, ...]:
+    """(C, H, W) of the reduced feature map stored for `name` in `group` ('layers' or
+    'prebn'), or (D,) for vectors."""
+    return tuple(int(v) for v in h5[f"{group}/{name}"].attrs["stored_shape"])
 
 
-def features(h5: h5py.File, name: str, split: str) -> np.ndarray:
-    """[N, D] features of one probe point (float32 as stored)."""
-    return h5[f"layers/{name}/{split}"][...]
+def features(h5: h5py.File, name: str, split: str, group: str = "layers") -> np.ndarray:
+    """[N, D] features of one probe point as float32 (float16 storage is upcast)."""
+    return as_float32(h5[f"{group}/{name}/{split}"][...])
+
+
+def feature_rows(h5: h5py.File, name: str, split: str, rows, group: str = "layers") -> np.ndarray:
+    """Rows `rows` (a slice or increasing indices) of one probe point's features, as float32."""
+    return as_float32(h5[f"{group}/{name}/{split}"][rows])
+
+
+def n_rows(h5: h5py.File, split: str) -> int:
+    """Number of images stored for `split`."""
+    return int(h5[f"labels/{split}"].shape[0])
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """float16 (or float32) storage as float32: readers never compute in float16."""
+    return x.astype(np.float32, copy=False)
 
 
 def labels(h5: h5py.File, split: str) -> np.ndarray:
@@ -88,7 +120,7 @@ def labels(h5: h5py.File, split: str) -> np.ndarray:
 
 
 def outputs(h5: h5py.File, split: str) -> np.ndarray:
-    return h5[f"output/{split}"][...]
+    return as_float32(h5[f"output/{split}"][...])
 
 
 def run_attrs(h5: h5py.File) -> dict:

@@ -25,7 +25,8 @@ rule probes:
 
 
 rule saturation:
-    """PCA saturation (intrinsic dimension / width) per probe point, channelwise on conv maps."""
+    """PCA saturation (intrinsic dimension / width) per probe point, channelwise on the maps of
+    saturation.source (pre-BN nearest 4x4, the study's, or the probed post-ReLU 4x4)."""
     input:
         h5=run_file("activations.h5"),
     output:

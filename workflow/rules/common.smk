@@ -25,6 +25,11 @@ except ConfigError as err:
     sys.stderr.write(f"flowprobe: {err}\n")
     sys.exit(1)
 
+if workflow.is_main_process:  # once per invocation (dry runs too), not in every job's process
+    from flowprobe.disk import startup_report
+
+    sys.stderr.write(startup_report(config))
+
 # Jobs import flowprobe from this checkout, whatever environment runs them (venv, conda, Slurm).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")] if p

@@ -15,8 +15,9 @@ attrs = {
     "test_accuracy": float(record["summary"]["test_accuracy"]),
     "diverged": bool(record["summary"]["diverged"]),
 }
+a = p.activations
 dump_activations(
-    model, data, sm.output.h5, attrs=attrs, reduction=p.activations["reduction"],
-    batch_size=p.activations["batch_size"], device=p.device,
+    model, data, sm.output.h5, attrs=attrs, reduction=a["reduction"], dtype=a["dtype"], prebn=a["prebn"],
+    compression=a["compression"], batch_size=a["batch_size"], device=p.device,
 )
 log.info("wrote %s", sm.output.h5)

@@ -6,8 +6,13 @@ P_k = sum_{i<=k} lam_i / sum_i lam_i, the intrinsic dimension k(delta) and
 saturation = k(delta) / D. Conv maps are treated channelwise: every spatial position of a
 (C, H, W) map is a sample of C features, so D = C.
 
-Here the maps are the stored ones (adaptive-average-pooled to 4x4 after the unit's
-nonlinearity); the study took conv outputs before BN/ReLU resized to 4x4 by nearest neighbour.
+Two sources of the maps (config `saturation.source`, column `source` of the table):
+- 'prebn_nearest4', the study's: the unit's conv (or linear) output before BN and the
+  nonlinearity, resized to 4x4 by nearest neighbour (stored as /prebn by the dump).
+  Probe points with no conv/linear layer of their own (adds, merges, concatenations) have
+  no such output; their row falls back to 'postrelu_avgpool4' and says so in `source`.
+- 'postrelu_avgpool4': the stored probe-point maps, adaptive-average-pooled to 4x4 after
+  the unit's nonlinearity (what the probes see).
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ import pandas as pd
 import torch
 
 from flowprobe import h5io
-from flowprobe.errors import AnalysisError, ConfigError
+from flowprobe.errors import ActivationFileError, AnalysisError, ConfigError
 
 K_RULES = ("textbook", "delve")
+SOURCES = ("prebn_nearest4", "postrelu_avgpool4")
+GROUP_SOURCE = {"prebn": "prebn_nearest4", "layers": "postrelu_avgpool4"}  # activations.h5 group → source
 
 
 class CovarianceAccumulator:
@@ -124,29 +131,53 @@ def saturation_table(
     delta: float = 0.99,
     k_rule: str = "textbook",
     split: str = "train",
+    source: str = "prebn_nearest4",
     batch_size: int = 2048,
 ) -> pd.DataFrame:
     """One row per probe point: point_frame columns + saturation, intrinsic_dim, n_features,
-    delta, k_rule, n_samples (covariance rows: N*H*W for maps). Streams `batch_size` rows."""
+    delta, k_rule, n_samples (covariance rows: N*H*W for maps), source (the maps used, see
+    the module docstring). Streams `batch_size` rows.
+
+    Args:
+        h5_path: activations.h5 of one run.
+        delta: explained-variance fraction that defines the intrinsic dimension.
+        k_rule: 'textbook' or 'delve' (see intrinsic_dimension).
+        split: 'train' or 'test'.
+        source: 'prebn_nearest4' (needs a dump with prebn) or 'postrelu_avgpool4'.
+    Returns:
+        the saturation table.
+    """
     _check_rule(delta, k_rule)
     if split not in h5io.SPLITS:
         raise ConfigError(f"saturation split '{split}' is unknown; use one of {h5io.SPLITS}")
+    if source not in SOURCES:
+        raise ConfigError(f"saturation source '{source}' is unknown; use one of {SOURCES}")
     with h5io.open_activations(h5_path) as h5:
+        if source == "prebn_nearest4" and not h5io.has_prebn(h5):
+            raise ActivationFileError(
+                f"{h5_path}: holds no pre-BN maps (/prebn), which saturation.source prebn_nearest4 reads; "
+                "rerun the activations rule (it stores them when saturation.source is prebn_nearest4) "
+                "or set saturation.source: postrelu_avgpool4"
+            )
         frame = h5io.point_frame(h5)
-        rows = [_layer_row(h5, name, split, delta, k_rule, batch_size) for name in frame["probe_point"]]
+        with_prebn = set(h5io.prebn_point_names(h5)) if source == "prebn_nearest4" else set()
+        rows = [
+            _layer_row(h5, name, split, delta, k_rule, batch_size, "prebn" if name in with_prebn else "layers")
+            for name in frame["probe_point"]
+        ]
     return pd.concat([frame, pd.DataFrame(rows)], axis=1)
 
 
-def _layer_row(h5, name: str, split: str, delta: float, k_rule: str, batch_size: int) -> dict:
-    shape = h5io.layer_shape(h5, name)
-    data = h5[f"layers/{name}/{split}"]
+def _layer_row(h5, name: str, split: str, delta: float, k_rule: str, batch_size: int, group: str) -> dict:
+    shape = h5io.layer_shape(h5, name, group)
+    n = h5io.n_rows(h5, split)
     acc = CovarianceAccumulator()
-    for start in range(0, data.shape[0], batch_size):
-        acc.update(channelwise(data[start : start + batch_size], shape))
+    for start in range(0, n, batch_size):
+        acc.update(channelwise(h5io.feature_rows(h5, name, split, slice(start, start + batch_size), group), shape))
     try:
         idim = intrinsic_dimension(np.linalg.eigvalsh(acc.covariance()), delta, k_rule)
     except AnalysisError as err:
-        raise AnalysisError(f"probe point '{name}' ({split}): {err}") from None
+        raise AnalysisError(f"probe point '{name}' ({split}, {group}): {err}") from None
     width = shape[0]
     return {
         "saturation": idim / width,
@@ -155,6 +186,7 @@ def _layer_row(h5, name: str, split: str, delta: float, k_rule: str, batch_size:
         "delta": delta,
         "k_rule": k_rule,
         "n_samples": acc.n,
+        "source": GROUP_SOURCE[group],
     }
 
 

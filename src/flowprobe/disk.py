@@ -1,0 +1,127 @@
+"""Disk estimate of every run's activations.h5, before anything runs.
+
+size = images × bytes per image (flowprobe.activations.bytes_per_image: C·4·4 values per
+conv probe point with avgpool4, D per vector point, the same again per pre-BN output when
+saturation.source is prebn_nearest4, times 2 or 4 bytes for float16 / float32, plus float32
+logits and int64 label and index) for each seed of each run. Models are built on the meta
+device (no memory, no weights). Images are the dataset's train + test sizes, capped by
+max_per_class; an `imagefolder` root is counted. Compression is not counted (an upper bound).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from flowprobe.errors import FlowprobeError
+
+# train and test images of the datasets flowprobe knows (ImageNette: the v2 split, any size)
+DATASET_IMAGES = {
+    "cifar10": (50_000, 10_000),
+    "mnist": (60_000, 10_000),
+    "imagenette": (9_469, 3_925),
+    "cifar10-mini": (5_000, 1_000),
+}
+DATASET_CLASSES = 10
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+GIB = 2**30
+
+
+def split_images(run: dict, data_root: str, max_per_class: int | None) -> tuple[list[int], list[int]]:
+    """Images per class of the train and test split of `run`'s dataset, after `max_per_class`.
+
+    Known datasets are taken as class-balanced; an imagefolder root is counted file by file.
+    """
+    if run["dataset"] == "imagefolder":
+        root = Path(run.get("dataset_root") or data_root).expanduser()
+        counts = [_count_folder(root / split) for split in ("train", "test")]
+    else:
+        counts = [_balanced(n) for n in DATASET_IMAGES[run["dataset"]]]
+    if max_per_class is not None:
+        counts = [[min(c, max_per_class) for c in split] for split in counts]
+    return counts[0], counts[1]
+
+
+def _balanced(n: int) -> list[int]:
+    return [n // DATASET_CLASSES + (i < n % DATASET_CLASSES) for i in range(DATASET_CLASSES)]
+
+
+def _count_folder(folder: Path) -> list[int]:
+    if not folder.is_dir():
+        raise FlowprobeError(f"{folder}: no such folder, so its images cannot be counted")
+    return [
+        sum(1 for f in os.scandir(sub.path) if Path(f.name).suffix.lower() in IMAGE_SUFFIXES)
+        for sub in sorted(os.scandir(folder), key=lambda e: e.name)
+        if sub.is_dir()
+    ]
+
+
+def run_estimate(name: str, run: dict, config: dict) -> dict:
+    """One row of disk_table for run `name` of a loaded config (flowprobe.config.load_config)."""
+    import torch
+
+    from flowprobe.activations import bytes_per_image
+    from flowprobe.models import build_model
+
+    act = config["activations"]
+    train, test = split_images(run, config["data_root"], act["max_per_class"] or run.get("max_per_class"))
+    channels = run["channels"] or (1 if run["dataset"] == "mnist" else 3)
+    prebn = config["saturation"]["source"] == "prebn_nearest4"
+    with torch.device("meta"):
+        model = build_model(run["model"], len(train), in_channels=channels, input_size=run["resolution"],
+                            **run["model_options"])
+        per_image = bytes_per_image(model, len(train), act["reduction"], act["dtype"], prebn)
+        parameters = sum(p.numel() for p in model.parameters())
+    images = sum(train) + sum(test)
+    return {
+        "run": name,
+        "model": run["model"],
+        "dataset": run["dataset"],
+        "resolution": run["resolution"],
+        "parameters": parameters,
+        "bytes_per_image": per_image,
+        "images": images,
+        "seeds": len(run["seeds"]),
+        "gib_per_seed": per_image * images / GIB,
+        "gib": per_image * images * len(run["seeds"]) / GIB,
+    }
+
+
+def disk_table(config: dict) -> pd.DataFrame:
+    """One row per run of a loaded config: run, model, dataset, resolution, parameters,
+    bytes_per_image, images (train + test), seeds, gib_per_seed (one activations.h5) and
+    gib (all seeds)."""
+    return pd.DataFrame([run_estimate(name, run, config) for name, run in config["runs"].items()])
+
+
+def settings_line(config: dict) -> str:
+    """The settings the estimate depends on, in words."""
+    act = config["activations"]
+    prebn = config["saturation"]["source"] == "prebn_nearest4"
+    return (f"{act['dtype']}, reduction {act['reduction']}, pre-BN maps {'stored' if prebn else 'not stored'}, "
+            f"compression {act['compression'] or 'none'} (not counted), keep_activations: "
+            f"{str(config['keep_activations']).lower()}")
+
+
+def startup_report(config: dict, where: str | Path = ".") -> str:
+    """The lines the workflow prints before it schedules anything: the estimated size of
+    each run's activations.h5, the total and the free space at `where`."""
+    try:
+        table = disk_table(config)
+    except FlowprobeError as err:
+        return f"flowprobe: no disk estimate ({err})\n"
+    runs = ", ".join(f"{r.run} {r.gib:.2f}" for r in table.itertuples())
+    free = _free_gib(where)
+    kept = "kept" if config["keep_activations"] else "deleted after use (keep_activations: false)"
+    return (
+        f"flowprobe: activations.h5 estimate ({settings_line(config)}), GiB per run: {runs}\n"
+        f"flowprobe: activations.h5 total {table['gib'].sum():.1f} GiB, {kept}; {free:.1f} GiB free here\n"
+    )
+
+
+def _free_gib(where: str | Path) -> float:
+    import shutil
+
+    return shutil.disk_usage(where).free / GIB
