@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import write_cifar10, write_imagenette, write_mnist
+from snakemake_stats import job_stats
 
 from flowprobe.config import SMOKE_PER_CLASS, load_config
 
@@ -61,3 +62,27 @@ def test_each_run_trains_one_epoch_and_dumps_a_few_images_at_its_real_size(smoke
         with h5py.File(folder / "activations.h5") as h5:
             assert len(h5["labels/train"]) <= SMOKE_PER_CLASS * 10, name
             assert h5.attrs["resolution"] == config["runs"][name]["resolution"], name
+
+
+def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-n", "--cores", "1", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("configfile", [None, "config/demo.yaml"])
+def test_dry_run_prints_no_exception_and_each_target_has_one_rule(tmp_path, configfile):
+    """Every target maps to one rule: verdicts.csv only to `verdicts`, never also to `table`."""
+    proc = dry_run(tmp_path, *(["--configfile", str(ROOT / configfile)] if configfile else []))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "Exception" not in log and "Traceback" not in log, log[-3000:]
+    figures = load_config(yaml.safe_load((ROOT / (configfile or "config.yaml")).read_text()))["figures"]
+    counts = job_stats(log)
+    assert counts["table"] == counts["figure"] == len(figures) and counts["verdicts"] == 1
+
+
+def test_a_table_no_figure_names_is_no_job_of_the_table_rule(tmp_path):
+    proc = dry_run(tmp_path, "results/tables/not_a_figure.csv", "--configfile", str(ROOT / "config/demo.yaml"))
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "MissingRuleException" in log
+    assert "InputFunctionException" not in log and "KeyError" not in log
