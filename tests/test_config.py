@@ -124,3 +124,51 @@ def test_run_model_options_replace_the_defaults_whole():
     runs = load_config(raw)["runs"]
     assert runs["mp"]["model_options"] == {"widths": [8, 16, 32, 64]}
     assert runs["dn"]["model_options"] == {"growth_rate": 4}
+
+
+def test_figure_kind_enum_is_the_registry():
+    from flowprobe.config import _schema
+    from flowprobe.figures import KINDS
+
+    assert _schema()["properties"]["figures"]["additionalProperties"]["properties"]["kind"]["enum"] == list(KINDS)
+    message = _error(lambda c: c["figures"]["fig7"].update(kind="violin"))
+    assert all(kind in message for kind in KINDS)
+
+
+def test_smoke_keeps_models_and_shrinks_data_and_schedules():
+    from flowprobe.config import SMOKE_PER_CLASS
+
+    raw = yaml.safe_load((ROOT / "config.yaml").read_text())
+    full, smoke = load_config(raw), load_config({**raw, "smoke": True})
+    assert full["smoke"] is False and smoke["smoke"] is True
+    assert list(smoke["runs"]) == list(full["runs"]) and smoke["figures"] == full["figures"]
+    for name, run in smoke["runs"].items():
+        same = ("model", "model_options", "dataset", "dataset_variant", "resolution", "channels", "seeds")
+        assert {k: run[k] for k in same} == {k: full["runs"][name][k] for k in same}
+        assert run["max_per_class"] == SMOKE_PER_CLASS and run["train"]["epochs"] == 1
+        assert run["train"]["batch_size"] == full["runs"][name]["train"]["batch_size"]
+    assert smoke["activations"]["max_per_class"] == SMOKE_PER_CLASS
+    assert smoke["activations"]["reduction"] == full["activations"]["reduction"]
+    assert smoke["gradients"]["max_batches"] == 1 and len(smoke["probes"]["l2_grid"]) == 1
+
+
+def test_smoke_must_be_a_boolean():
+    message = _error(lambda c: c.update(smoke="yes please"))
+    assert "smoke" in message
+
+
+def test_job_processes_skip_the_model_build():
+    raw = {"runs": {"tiny": {"model": "VGG16", "resolution": 8}}}
+    with pytest.raises(ConfigError):
+        load_config(raw)
+    # Jobs trust the parse that scheduled them: no model is built, the schema still applies.
+    assert load_config(raw, check_models=False)["runs"]["tiny"]["resolution"] == 8
+    with pytest.raises(ConfigError, match="resolution"):
+        load_config({"runs": {"tiny": {"model": "VGG16", "resolution": 4}}}, check_models=False)
+
+
+def test_command_line_spellings_of_booleans():
+    raw = {"runs": {"a": {"model": "VGG16"}}, "smoke": "true", "download": "False"}
+    config = load_config(raw)
+    assert config["smoke"] is True and config["download"] is False
+    assert "smoke" in _error(lambda c: c.update(smoke="maybe"))

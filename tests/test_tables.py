@@ -3,6 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flowprobe.figures import KINDS
 from flowprobe.tables import accuracy_label, figure_table, final_test_accuracy, summarise
 
 POINTS = pd.DataFrame({
@@ -29,10 +30,10 @@ def row(epoch, acc, diverged=0):
 def test_long_table_and_seed_summary(tmp_path):
     members = [member(tmp_path, "a", 0, [0.2, 0.3, 0.4], [row(1, 0.30), row(2, 0.50)]),
                member(tmp_path, "a", 1, [0.4, 0.5, 0.6], [row(1, 0.40), row(2, 0.70)])]
-    table = figure_table("pathway_probes", members)
+    table = figure_table(KINDS["pathway_probes"], members)
     assert len(table) == 2 * 3 and list(table.columns[:5]) == ["run", "seed", "model", "test_accuracy", "diverged"]
     assert table.groupby("seed")["test_accuracy"].first().tolist() == [0.50, 0.70]
-    summary = summarise("pathway_probes", table)
+    summary = summarise(KINDS["pathway_probes"], table)
     assert len(summary) == 3 and (summary["n_seeds"] == 2).all()
     assert summary["test_acc_mean"].tolist() == pytest.approx([0.3, 0.4, 0.5])
     assert summary["test_acc_std"].tolist() == pytest.approx([np.std([0.2, 0.4], ddof=1)] * 3)
@@ -44,5 +45,5 @@ def test_diverged_run_keeps_its_last_finished_accuracy_and_is_marked(tmp_path):
     bad = member(tmp_path, "a", 1, [0.1, 0.1, 0.1], [row(1, 0.25), row(2, float("nan"), diverged=1)])
     assert final_test_accuracy(bad["files"]["train_log.csv"]) == (0.25, True)
     assert final_test_accuracy(good["files"]["train_log.csv"]) == (0.50, False)
-    label = accuracy_label(figure_table("pathway_probes", [good, bad]))
+    label = accuracy_label(figure_table(KINDS["pathway_probes"], [good, bad]))
     assert "DIVERGED (1 of 2 seeds)" in label

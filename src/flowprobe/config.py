@@ -8,12 +8,15 @@ before any job is scheduled.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from flowprobe.errors import ConfigError, FlowprobeError
+from flowprobe.figures import KINDS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -21,6 +24,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 DEFAULTS: dict = {
     "data_root": "data",
     "download": False,
+    "smoke": False,
     "device": "auto",
     "defaults": {
         "model_options": {},
@@ -68,6 +72,22 @@ DEFAULTS: dict = {
 }
 
 
+# Smoke mode (`smoke: true`, e.g. `--config smoke=true`): every run, model, width, resolution,
+# analysis and figure of the config, but each run trains one epoch on SMOKE_PER_CLASS images per
+# class (train and test split) and every analysis sees as few, so the whole DAG runs on a CPU in
+# minutes. It finds shape, dtype, wiring and memory-per-image errors at the real sizes; its numbers
+# mean nothing. The overlay below is the only place that says what smoke mode changes. Its lr is
+# small because one step at lr 0.1 leaves the batch-norm running statistics so far from the new
+# weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode.
+SMOKE_PER_CLASS = 2
+SMOKE_RUN = {"max_per_class": SMOKE_PER_CLASS, "train": {"epochs": 1, "lr": 1e-3}}
+SMOKE_ANALYSES = {
+    "activations": {"max_per_class": SMOKE_PER_CLASS},
+    "probes": {"l2_grid": [1e-2], "max_iter": 10},
+    "gradients": {"max_batches": 1},
+}
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     """`override` on top of `base`, recursing into dicts (lists are replaced)."""
     out = copy.deepcopy(base)
@@ -79,8 +99,13 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def _schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config schema, its figure `kind` enum filled in from `flowprobe.figures.KINDS`."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    figure = schema["properties"]["figures"]["additionalProperties"]
+    figure["properties"]["kind"]["enum"] = list(KINDS)
+    return schema
 
 
 def _where(path) -> str:
@@ -99,16 +124,30 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
     return ConfigError(f"config: {where} = {err.instance!r}: {err.message}")
 
 
-def load_config(raw: dict) -> dict:
-    """Validate `raw` (as read from YAML) and return it with defaults filled in."""
+def load_config(raw: dict, check_models: bool = True) -> dict:
+    """Validate `raw` (as read from YAML) and return it with defaults filled in.
+
+    Args:
+        raw: the config as read from YAML (plus any `--config` overrides).
+        check_models: build every run's model (meta device) to check spec, options and
+            resolution. The workflow's main process does; the processes Snakemake starts per
+            job (e.g. on Slurm) skip it, since the parse that scheduled them already checked.
+
+    Returns:
+        The config with every default filled in, each run complete under `runs`, and the smoke
+        overlay applied when `smoke` is true.
+    """
+    raw = _command_line_booleans(raw or {})
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(raw or {}), key=lambda e: len(list(e.absolute_path)))
+    errors = sorted(validator.iter_errors(raw), key=lambda e: len(list(e.absolute_path)))
     if errors:
         raise _schema_error(jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0])
     config = deep_merge(DEFAULTS, raw)
     config["runs"] = {name: _run_with_defaults(config["defaults"], run) for name, run in raw["runs"].items()}
+    if config["smoke"]:
+        config = _smoke(config)
     for name, run in config["runs"].items():
-        _check_run(name, run)
+        _check_run(name, run, check_models)
     for name, fig in config["figures"].items():
         unknown = [r for r in fig["runs"] if r not in config["runs"]]
         if unknown:
@@ -128,40 +167,93 @@ def _run_with_defaults(defaults: dict, run: dict) -> dict:
     return merged
 
 
-def _check_run(name: str, run: dict) -> None:
-    from flowprobe.models import check_spec
+def _command_line_booleans(raw: dict) -> dict:
+    """`raw` with 'true'/'false' turned into booleans for the top-level boolean keys.
 
+    Snakemake reads `--config smoke=true download=false` as strings (only True/False become
+    booleans); YAML spells them in lower case, so both spellings must work on the command line.
+    """
+    flags = {key for key, spec in _schema()["properties"].items() if spec.get("type") == "boolean"}
+    words = {"true": True, "false": False}
+    return {key: words.get(value.lower(), value) if key in flags and isinstance(value, str) else value
+            for key, value in raw.items()}
+
+
+def _smoke(config: dict) -> dict:
+    """The config with the smoke overlay (SMOKE_RUN, SMOKE_ANALYSES) on every run and analysis."""
+    config = deep_merge(config, SMOKE_ANALYSES)
+    config["runs"] = {name: deep_merge(run, SMOKE_RUN) for name, run in config["runs"].items()}
+    return config
+
+
+def _check_run(name: str, run: dict, check_models: bool) -> None:
     if "model" not in run:
         raise ConfigError(f"config: runs.{name}.model is missing; give a spec such as 'VGG16' or 'MPNet2(1:3x3, 4:7x7)'")
+    if not check_models:
+        return
+    from flowprobe.models import check_spec
+
     try:
         check_spec(run["model"])
     except FlowprobeError as err:
         raise ConfigError(f"config: runs.{name}.model: {err}") from None
-    # Build on the meta device (no memory): first at a generous size to check spec and options,
-    # then at the run's resolution, so a failure there is the resolution's fault.
     channels = run["channels"] or (1 if run["dataset"] == "mnist" else 3)
     size = run["resolution"]
-    try:
-        _meta_forward(run, channels, max(size, 256))
-    except FlowprobeError as err:
-        raise ConfigError(f"config: runs.{name}: {err}") from None
-    except TypeError as err:
-        raise ConfigError(f"config: runs.{name}.model_options: {err}") from None
-    try:
-        _meta_forward(run, channels, size)
-    except (FlowprobeError, RuntimeError):
+    options = json.dumps(run["model_options"], sort_keys=True)
+    problem = _build_problem(run["model"], options, channels, size)
+    if problem is None:
+        return
+    # It does not build at the run's resolution: if it builds at a generous one, the resolution is at fault.
+    if size < 256 and _build_problem(run["model"], options, channels, 256) is None:
         raise ConfigError(
             f"config: runs.{name}.resolution = {size} is too small for {run['model']}: its downsampling "
             "leaves no pixels; raise the resolution (32 works for every model of the study)"
-        ) from None
+        )
+    raise ConfigError(f"config: runs.{name}{problem}")
 
 
-def _meta_forward(run: dict, channels: int, size: int) -> None:
+@functools.lru_cache(maxsize=None)
+def _build_problem(spec: str, options: str, channels: int, size: int) -> str | None:
+    """None if `spec` builds with `options` (JSON) for `channels` × `size`², else where and why not.
+
+    The model is built once on the meta device (no memory, no forward pass): the builders trace
+    every layer's spatial size (flowprobe.models.receptive.Trace) and raise when a window no
+    longer fits or merged branches disagree, which is what a forward pass would find.
+    """
     import torch
 
     from flowprobe.models import build_model
 
-    with torch.device("meta"):
-        model = build_model(run["model"], 10, in_channels=channels, input_size=size, **run["model_options"])
-        model(torch.zeros(2, channels, size, size))
+    try:
+        with torch.device("meta"), _SkipRandomInit():
+            build_model(spec, 10, in_channels=channels, input_size=size, **json.loads(options))
+    except FlowprobeError as err:
+        return f": {err}"
+    except TypeError as err:
+        return f".model_options: {err}"
+    return None
 
+
+
+def _skip_random_init_mode():
+    """A torch function mode that makes in-place random init a no-op (defined lazily: torch is
+    imported only when models are checked)."""
+    import torch
+
+    class SkipRandomInit(torch.overrides.TorchFunctionMode):
+        # Random init fills no values on the meta device, and its first call there imports
+        # torch._dynamo (about a second): skipping it keeps the check to the shapes.
+        SKIP = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.nn.init.normal_, torch.nn.init.uniform_,
+                torch.nn.init.trunc_normal_, torch.nn.init.kaiming_normal_, torch.nn.init.kaiming_uniform_,
+                torch.nn.init.xavier_normal_, torch.nn.init.xavier_uniform_, torch.nn.init.orthogonal_}
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in self.SKIP:
+                return args[0] if args else (kwargs or {})["tensor"]
+            return func(*args, **(kwargs or {}))
+
+    return SkipRandomInit
+
+
+def _SkipRandomInit():  # noqa: N802  (used like a class: `with _SkipRandomInit():`)
+    return _skip_random_init_mode()()

@@ -6,21 +6,13 @@ model spec and final test accuracy, so a figure is drawn from its table alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from flowprobe.h5io import POINT_COLUMNS
-
-# The per-run analysis files each kind of figure reads (besides train_log.csv).
-FIGURE_INPUTS = {
-    "layer_probes": ["probes.csv"],
-    "pathway_probes": ["probes.csv"],
-    "saturation_probes": ["probes.csv", "saturation.csv"],
-    "gradients": ["probes.csv", "gradients.csv"],
-    "cka_output": ["probes.csv", "cka_output.csv"],
-    "cka_pathways": ["cka_pathways.csv"],
-    "ablation": ["ablation.csv"],
-}
+if TYPE_CHECKING:
+    from flowprobe.figures import FigureKind
 
 
 def final_test_accuracy(train_log: str) -> tuple[float, bool]:
@@ -35,7 +27,17 @@ def final_test_accuracy(train_log: str) -> tuple[float, bool]:
 
 
 def merge_point_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Join analyses of one run on the probe-point metadata; the first table wins on clashes."""
+    """Join analyses of one run on the probe-point metadata; the first table wins on clashes.
+
+    Args:
+        frames: one run's per-probe-point CSVs (probes.csv first).
+
+    Returns:
+        One row per probe point of the first frame, with the other frames' extra columns.
+    """
+    # Imported here: flowprobe.h5io pulls in torch, and the Snakefile imports this module to parse.
+    from flowprobe.h5io import POINT_COLUMNS
+
     merged = frames[0]
     for frame in frames[1:]:
         keys = [c for c in POINT_COLUMNS if c in merged and c in frame]
@@ -44,13 +46,26 @@ def merge_point_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return merged
 
 
-def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
-    """Long table of a figure from its members ({run, seed, model, files: {name: path}})."""
+def first_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One run's rows are its single analysis file as written (heatmap cells, ablation targets)."""
+    return frames[0]
+
+
+def figure_table(kind: FigureKind, members: list[dict]) -> pd.DataFrame:
+    """Long table of a figure.
+
+    Args:
+        kind: the figure's kind (`flowprobe.figures.KINDS`): which files, which table builder.
+        members: one dict per run × seed: {run, seed, model, files: {file name: path}}.
+
+    Returns:
+        The rows of every member (built by `kind.table`), led by run, seed, model, the run's
+        final test accuracy and whether it diverged.
+    """
     rows = []
     for member in members:
         files = member["files"]
-        frames = [pd.read_csv(files[name]) for name in FIGURE_INPUTS[kind]]
-        table = merge_point_tables(frames) if "probe_point" in frames[0] else frames[0]
+        table = kind.table([pd.read_csv(files[name]) for name in kind.inputs])
         accuracy, diverged = final_test_accuracy(files["train_log.csv"])
         label = {
             "run": member["run"],
@@ -65,22 +80,17 @@ def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-POINT_KEYS = ["run", "model", "probe_point", "stage", "block", "pathway", "position"]
-# (group keys, value columns) of the mean ± std summary of each kind of figure table.
-SUMMARY = {
-    "layer_probes": (POINT_KEYS, ["test_acc", "train_acc"]),
-    "pathway_probes": (POINT_KEYS, ["test_acc", "train_acc"]),
-    "saturation_probes": (POINT_KEYS, ["test_acc", "saturation"]),
-    "gradients": (POINT_KEYS, ["test_acc", "mean_abs_grad"]),
-    "cka_output": (POINT_KEYS, ["test_acc", "cka"]),
-    "cka_pathways": (["run", "model", "layer_a", "layer_b"], ["cka"]),
-    "ablation": (["run", "model", "target", "pathway"], ["accuracy", "delta"]),
-}
+def summarise(kind: FigureKind, table: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of a figure table's values (std is NaN for a single seed).
 
+    Args:
+        kind: the figure's kind; its summary_keys group the rows, its summary_values are averaged.
+        table: the figure table of `figure_table`.
 
-def summarise(kind: str, table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of a figure table's values (std is NaN for a single seed)."""
-    keys, values = SUMMARY[kind]
+    Returns:
+        One row per group: n_seeds, then <value>_mean and <value>_std per value and test accuracy.
+    """
+    keys, values = list(kind.summary_keys), list(kind.summary_values)
     grouped = table.groupby(keys, sort=False, dropna=False)
     out = grouped[[*values, "test_accuracy"]].agg(["mean", "std"])
     out.columns = [f"{col}_{stat}" for col, stat in out.columns]

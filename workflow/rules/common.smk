@@ -1,5 +1,6 @@
 # Config validation, paths and every input/param function of the workflow.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import yaml
 
 from flowprobe.config import DEFAULTS, deep_merge, load_config
 from flowprobe.errors import ConfigError
+from flowprobe.figures import KINDS
 from flowprobe.fingerprint import canonical_config
-from flowprobe.tables import FIGURE_INPUTS
 
 if "runs" not in config:  # no --configfile: the paper's config, with any --config overrides on top
     config = deep_merge(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()), config)
@@ -19,7 +20,7 @@ if "runs" not in config:  # no --configfile: the paper's config, with any --conf
 try:
     # Canonical (keys sorted, 0 spelled 0.0 where the default is a float): Snakemake compares
     # params by repr, so key order or an explicit default must not look like a new setting.
-    config = canonical_config(load_config(config), DEFAULTS)
+    config = canonical_config(load_config(config, check_models=workflow.is_main_process), DEFAULTS)
 except ConfigError as err:
     # One clear line before any job is scheduled; nothing computed is touched.
     sys.stderr.write(f"flowprobe: {err}\n")
@@ -41,7 +42,9 @@ ENV = "../../envs/flowprobe.yaml"
 wildcard_constraints:
     run="[A-Za-z0-9_.-]+",
     seed=r"\d+",
-    figure="[A-Za-z0-9_-]+",
+    # Exactly the config's figure names: results/tables/verdicts.csv (and any other table a rule of
+    # its own writes) then maps to that rule alone, never also to `table`.
+    figure="|".join(re.escape(name) for name in config["figures"]) or "(?!)",
 
 
 def run_cfg(wildcards):
@@ -88,7 +91,20 @@ def members(runs, names):
 
 def figure_members(wildcards):
     fig = config["figures"][wildcards.figure]
-    return members(fig["runs"], ["train_log.csv", *FIGURE_INPUTS[fig["kind"]]])
+    return members(fig["runs"], ["train_log.csv", *KINDS[fig["kind"]].inputs])
+
+
+def figure_kind_name(wildcards):
+    return config["figures"][wildcards.figure]["kind"]
+
+
+def figure_title(wildcards):
+    return config["figures"][wildcards.figure].get("title", wildcards.figure)
+
+
+def figure_caption(wildcards):
+    """The report caption of the figure's kind (flowprobe.figures.KINDS)."""
+    return KINDS[figure_kind_name(wildcards)].caption
 
 
 def verdict_members(wildcards):

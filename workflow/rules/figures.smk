@@ -9,7 +9,7 @@ rule table:
         csv=report("results/tables/{figure}.csv", caption="../report/table.rst", category="Tables"),
         summary=report("results/tables/{figure}_summary.csv", caption="../report/summary.rst", category="Tables"),
     params:
-        kind=lambda w: config["figures"][w.figure]["kind"],
+        kind=figure_kind_name,
         members=figure_members,
     log:
         "results/logs/table/{figure}.log",
@@ -33,8 +33,9 @@ rule figure:
         pdf=report("results/figures/{figure}.pdf", caption="../report/figure.rst", category="Figures"),
         png="results/figures/{figure}.png",
     params:
-        kind=lambda w: config["figures"][w.figure]["kind"],
-        title=lambda w: config["figures"][w.figure].get("title", w.figure),
+        kind=figure_kind_name,
+        title=figure_title,
+        caption=figure_caption,
     log:
         "results/logs/figure/{figure}.log",
     benchmark:

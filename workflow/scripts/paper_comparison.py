@@ -2,10 +2,10 @@
 import pandas as pd
 
 from flowprobe.comparison import paper_comparison
-from flowprobe.workflow import setup_logging
+from flowprobe.workflow import start_job
 
 sm = snakemake  # noqa: F821
-setup_logging(sm.log[0], sm.threads)
+start_job(sm)
 p = sm.params
 verdicts = pd.read_csv(sm.input[0])
 paper_comparison(p.runs, p.members, verdicts).to_csv(sm.output.csv, index=False)
