@@ -122,7 +122,8 @@ def _squeezes(node: fx.Node, gm: fx.GraphModule, size) -> bool:
 
 
 def _spatial_dims(node: fx.Node, source: fx.Node, first: NodeField, shape) -> tuple[int, ...] | None:
-    """Where the spatial axes of the primary input went (permutes move them; flattening drops them)."""
+    """Where the spatial axes of the primary input went: permutes move them, reshapes that keep
+    the trailing map (a channel shuffle's 5-D view) keep them, flattening drops them."""
     dims = first.spatial_dims
     if dims is None or shape is None:
         return None
@@ -131,8 +132,11 @@ def _spatial_dims(node: fx.Node, source: fx.Node, first: NodeField, shape) -> tu
         order = [int(o) % len(shape) for o in order]
         return tuple(order.index(d) for d in dims)
     in_shape = shape_of(source)
-    if in_shape is not None and len(shape) == len(in_shape):
+    if in_shape is None or len(shape) == len(in_shape):
         return dims
+    trailing = tuple(range(len(in_shape) - len(dims), len(in_shape)))
+    if dims == trailing and len(shape) > len(dims) and tuple(shape[-len(dims):]) == first.spatial_size:
+        return tuple(range(len(shape) - len(dims), len(shape)))
     return None
 
 
@@ -187,12 +191,14 @@ def node_fields(gm: fx.GraphModule) -> dict[fx.Node, NodeField]:
             if shape is not None and len(shape) == 4:
                 fields[node] = NodeField(Field.start(), Field.start(), SPATIAL_CHW, (shape[2], shape[3]))
             continue
-        if node.op == "output" or shape is None:
-            continue
         inputs = _tensor_inputs(node, fields)
-        if not inputs:
+        if node.op == "output" or not inputs:
             continue
         first = fields[inputs[0]]
+        if shape is None:  # several outputs (chunk, split): their getitems carry the maps
+            if isinstance(node.meta.get("tensor_meta"), (list, tuple)):
+                fields[node] = first
+            continue
         dims = _spatial_dims(node, inputs[0], first, shape)
         size = tuple(shape[d] for d in dims) if dims is not None else None
         kept = [a for a in inputs if not is_gate(node, a, fields)] or inputs

@@ -85,13 +85,25 @@ def _construct(spec: str, num_classes: int, in_channels: int, input_size: int, o
         given = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
         kwargs = {**{k: v for k, v in given.items() if k in params}, **options}
     try:
-        model = factory(**kwargs)
+        model = _on_meta_or_cpu(factory, kwargs)
     except TypeError as err:
         raise ModelSpecError(f"{spec}: {err}; model_options are keyword arguments of the builder, plus "
                              f"{', '.join(TRACE_OPTIONS)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{spec}: the factory returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _on_meta_or_cpu(factory: Callable[..., nn.Module], kwargs: dict) -> nn.Module:
+    """factory(**kwargs); a builder that reads tensor values (regnet) cannot run on the meta
+    device of config validation, so it is built on the CPU and moved there."""
+    try:
+        return factory(**kwargs)
+    except NotImplementedError as err:
+        if "meta" not in str(err):
+            raise
+    with torch.device("cpu"):
+        return factory(**kwargs).to("meta")
 
 
 def load_weights(model: nn.Module, path: str | Path, spec: str) -> None:
@@ -155,7 +167,7 @@ def trace(model: nn.Module, spec: str, leaves=(), concrete_args=None) -> fx.Grap
 
 def _check_modes(train_gm: fx.GraphModule, eval_gm: fx.GraphModule, spec: str) -> None:
     for a, b in zip(train_gm.graph.nodes, eval_gm.graph.nodes):
-        if (a.op, str(a.target)) != (b.op, str(b.target)):
+        if (a.op, _target(a)) != (b.op, _target(b)):
             stack = a.meta.get("nn_module_stack") or {}
             where = list(stack)[-1] if stack else a.name
             raise ModelSpecError(
@@ -165,6 +177,12 @@ def _check_modes(train_gm: fx.GraphModule, eval_gm: fx.GraphModule, spec: str) -
     if len(train_gm.graph.nodes) != len(eval_gm.graph.nodes):
         raise ModelSpecError(f"{spec}: the traced graph differs between training and evaluation; "
                              "list the module that branches on self.training in model_options.leaf_modules")
+
+
+def _target(node: fx.Node) -> str:
+    """A node's target, with fx's per-trace numbering of lifted constants removed."""
+    target = str(node.target)
+    return "_tensor_constant" if target.startswith("_tensor_constant") else target
 
 
 def _no_inplace(gm: fx.GraphModule) -> None:
