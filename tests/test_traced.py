@@ -240,3 +240,14 @@ def test_dump_and_ablation_on_a_traced_model(tmp_path):
     assert len(result) == 1 + 8 * 2
     assert set(result.pathway) == {"none", "branch", "skip"}
     assert not any(t.ablate for t in taps(model))
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    from flowprobe.checkpoints import checkpoint_state
+
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": {}, "run": {"model": "VGG16"}}, path)
+    with pytest.raises(ModelSpecError, match="holds a VGG16 but the run's model is torchvision:resnet18"):
+        checkpoint_state(path, "torchvision:resnet18")
+    with pytest.raises(ModelSpecError, match="does not exist"):
+        checkpoint_state(tmp_path / "missing.pt", "VGG16")

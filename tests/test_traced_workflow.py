@@ -28,11 +28,9 @@ CONFIG = {
     "activations": {"batch_size": 60, "max_per_class": 4},
     "probes": {"l2_grid": [0.1], "max_iter": 20},
     "gradients": {"batch_size": 30, "max_batches": 1},
-    "cka": {"batch_size": 20},
     "figures": {
         "paths": {"kind": "pathway_probes", "runs": ["tv"]},
         "lesion": {"kind": "ablation", "runs": ["tvck"]},
-        "cka": {"kind": "cka_output", "runs": ["tv", "tvck"]},
     },
 }
 

@@ -16,8 +16,10 @@ GraphModule behaves like a zoo model for every stage. Options (model_options):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -36,7 +38,9 @@ TRACE_OPTIONS = ("weights", "probe_points", "leaf_modules", "concrete_args")
 # traced graph behaves in train and eval mode as the original.
 DEFAULT_LEAVES = ("StochasticDepth",)
 # Builders with auxiliary heads return a tuple in training; flowprobe trains on the logits.
-NO_AUX = {"googlenet": {"aux_logits": False}, "inception_v3": {"aux_logits": False}}
+# init_weights=True is what torchvision does for weights=None, said explicitly (no warning).
+BUILDER_DEFAULTS = {"googlenet": {"aux_logits": False, "init_weights": True},
+                    "inception_v3": {"aux_logits": False, "init_weights": True}}
 
 
 def is_traced_spec(spec: str) -> bool:
@@ -79,7 +83,7 @@ def _construct(spec: str, num_classes: int, in_channels: int, input_size: int, o
     if kind == "torchvision":
         if in_channels != 3:
             raise ModelSpecError(f"{spec}: torchvision models take 3 input channels; set channels: 3")
-        kwargs = {**NO_AUX.get(name, {}), **options, "num_classes": num_classes, "weights": None}
+        kwargs = {**BUILDER_DEFAULTS.get(name, {}), **options, "num_classes": num_classes, "weights": None}
     else:
         params = inspect.signature(factory).parameters
         given = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
@@ -195,6 +199,23 @@ def _no_inplace(gm: fx.GraphModule) -> None:
             node.kwargs = {**node.kwargs, "inplace": False}
 
 
+def _shapes(gm: fx.GraphModule, spec: str, in_channels: int, input_size: int) -> None:
+    """Every node's output shape (fx ShapeProp) for one input of the run's size, in eval mode."""
+    device = next(iter(gm.parameters())).device
+    gm.eval()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # ShapeProp prints the traceback itself
+            ShapeProp(gm).propagate(torch.zeros(1, in_channels, input_size, input_size, device=device))
+    except RuntimeError as err:
+        cause = err.__cause__ or err
+        where = str(err).split("call_module[target=")[-1].split("]")[0] if "target=" in str(err) else "the forward"
+        raise ModelSpecError(f"{spec}: the forward pass fails at {where} for a {input_size}x{input_size} "
+                             f"input ({str(cause).splitlines()[0]}); the input size is too small for this model, "
+                             "use a larger resolution") from None
+    finally:
+        gm.train()
+
+
 def build_traced(spec: str, num_classes: int, in_channels: int = 3, input_size: int = 32, *,
                  weights: str | None = None, probe_points: dict | None = None, leaf_modules=(),
                  concrete_args: dict | None = None, **options) -> fx.GraphModule:
@@ -220,10 +241,7 @@ def build_traced(spec: str, num_classes: int, in_channels: int = 3, input_size: 
         load_weights(model, weights, spec)
     gm = trace(model, spec, tuple(leaf_modules or ()), concrete_args)
     _no_inplace(gm)
-    device = next(iter(gm.parameters())).device
-    gm.eval()
-    ShapeProp(gm).propagate(torch.zeros(1, in_channels, input_size, input_size, device=device))
-    gm.train()
+    _shapes(gm, spec, in_channels, input_size)
     fields = node_fields(gm)
     sites, _ = find_sites(gm, fields)
     sites = select(sites, selection.get("include"), selection.get("exclude"))
