@@ -251,3 +251,31 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
         checkpoint_state(path, "torchvision:resnet18")
     with pytest.raises(ModelSpecError, match="does not exist"):
         checkpoint_state(tmp_path / "missing.pt", "VGG16")
+
+
+class _Functional(nn.Module):
+    """Functional pools and a dilated conv: windows read from call arguments."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+        self.c3 = nn.Conv2d(4, 4, 5, padding=2)
+        self.fc = nn.Linear(4 * 4 * 4, num_classes)
+
+    def forward(self, x):
+        x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = torch.nn.functional.avg_pool2d(torch.relu(self.c2(x)), kernel_size=3, stride=2, padding=1)
+        return self.fc(torch.relu(self.c3(x)).flatten(1))
+
+
+def functional_net(num_classes):
+    return _Functional(num_classes)
+
+
+def test_functional_windows_by_hand():
+    # c1 3 (j1); max pool 2/2 -> 4 (j2); c2 k_eff 5 -> 4 + 4*2 = 12; avg pool 3/2 -> 16 (j4);
+    # c3 5x5 -> 16 + 4*4 = 32 (the logits unit fc is not a probe point)
+    t = receptive_fields(build_model("import:test_traced:functional_net", 10, input_size=16), 16)
+    assert t[["probe_point", "receptive_field", "input_receptive_field", "jump"]].values.tolist() == [
+        ["c1", 3, 1, 1], ["c2", 12, 4, 2], ["c3", 32, 16, 4]]

@@ -143,7 +143,7 @@ def unit_kind(node: fx.Node, gm: fx.GraphModule) -> str | None:
     """'conv' or 'linear' for a unit node, else None."""
     if node.op == "call_module":
         module = gm.get_submodule(node.target)
-        return next((k for cls, k in UNIT_MODULES.items() if type(module) is cls or isinstance(module, cls)), None)
+        return next((kind for cls, kind in UNIT_MODULES.items() if isinstance(module, cls)), None)
     if node.op == "call_function":
         return UNIT_FUNCTIONS.get(node.target)
     return None

@@ -17,15 +17,15 @@ from torch import fx, nn
 
 from flowprobe.errors import ModelSpecError
 from flowprobe.models.base import ProbePoint, Tap
-from flowprobe.models.graph_paths import JOIN_KINDS, Block, advance, find_blocks, join_inputs, unit_kind
+from flowprobe.models.graph_paths import JOIN_KINDS, Block, advance, find_blocks, unit_kind
 from flowprobe.models.graph_rf import SPATIAL_CHW, Field, NodeField, shape_of
 
 TAPS_ATTR = "probe_taps"
 
 
 @dataclass
-class Site:
-    """A probe point before numbering: the node it taps (or the skip edge fork -> join)."""
+class GraphSite:
+    """A probe point of a traced graph before numbering: the node it taps (or the skip edge fork -> join)."""
 
     name: str
     kind: str
@@ -59,7 +59,7 @@ def _innermost(node: fx.Node, blocks: list[Block]) -> tuple[Block | None, str]:
     return best if best else (None, "trunk")
 
 
-def find_sites(gm: fx.GraphModule, fields: dict[fx.Node, NodeField]) -> tuple[list[Site], list[Block]]:
+def find_sites(gm: fx.GraphModule, fields: dict[fx.Node, NodeField]) -> tuple[list[GraphSite], list[Block]]:
     """Every default probe point of the graph, in forward order."""
     order = {n: i for i, n in enumerate(gm.graph.nodes)}
     blocks = find_blocks(gm, fields, lambda n: unit_kind(n, gm) is not None)
@@ -71,26 +71,26 @@ def find_sites(gm: fx.GraphModule, fields: dict[fx.Node, NodeField]) -> tuple[li
             continue
         anchor = advance(node, gm, joins)
         shape = shape_of(anchor)
-        if anchor in taken or shape is None or len(shape) not in (2, 4) or anchor in fields and \
-                any(u.op == "output" for u in anchor.users):
+        is_logits = any(user.op == "output" for user in anchor.users)
+        if anchor in taken or shape is None or len(shape) not in (2, 4) or is_logits:
             continue
         taken.add(anchor)
         base = node.target if node.op == "call_module" else ".".join(p for p in (_module_path(node), kind) if p)
         block, label = _innermost(node, blocks)
         if node in joins and block is None:
             block = next(b for b in blocks if b.join is node)
-        sites.append(Site(_unique(base, names), kind, anchor, order[anchor], fields[node].before,
+        sites.append(GraphSite(_unique(base, names), kind, anchor, order[anchor], fields[node].before,
                           fields[anchor].after, block, label))
     for block in blocks:
         for label, source in zip(block.labels, block.inputs):
             if source is block.fork:
                 f = fields[source].after
-                sites.append(Site(_unique(_join_name(block, sites) + f".{label}", names), "identity", source,
+                sites.append(GraphSite(_unique(_join_name(block, sites) + f".{label}", names), "identity", source,
                                   order[block.join] - 0.5, f, f, block, label, join=block.join))
     return sorted(sites, key=lambda s: s.order), blocks
 
 
-def _join_name(block: Block, sites: list[Site]) -> str:
+def _join_name(block: Block, sites: list[GraphSite]) -> str:
     named = next((s.name for s in sites if s.block is block and s.pathway == "trunk" and s.kind == block.kind), None)
     return named or ".".join(p for p in (_module_path(block.join), block.kind) if p)
 
@@ -101,7 +101,7 @@ def _unique(name: str, names: dict[str, int]) -> str:
     return name if count == 0 else f"{name}_{count}"
 
 
-def select(sites: list[Site], include=None, exclude=None) -> list[Site]:
+def select(sites: list[GraphSite], include=None, exclude=None) -> list[GraphSite]:
     """Sites whose name matches an `include` pattern (all if none) and no `exclude` pattern."""
     chosen = [s for s in sites if not include or any(fnmatch(s.name, p) for p in include)]
     chosen = [s for s in chosen if not any(fnmatch(s.name, p) for p in exclude or ())]
@@ -113,7 +113,7 @@ def select(sites: list[Site], include=None, exclude=None) -> list[Site]:
     return chosen
 
 
-def number(sites: list[Site], fields: dict[fx.Node, NodeField]) -> list[ProbePoint]:
+def number(sites: list[GraphSite], fields: dict[fx.Node, NodeField]) -> list[ProbePoint]:
     """ProbePoints: stage by feature-map size (largest first), block within stage, positions."""
     def size_of(site):
         node = site.block.join if site.block is not None and site.pathway != "trunk" else site.node
@@ -145,7 +145,7 @@ def number(sites: list[Site], fields: dict[fx.Node, NodeField]) -> list[ProbePoi
     return points
 
 
-def insert_taps(gm: fx.GraphModule, sites: list[Site], points: list[ProbePoint],
+def insert_taps(gm: fx.GraphModule, sites: list[GraphSite], points: list[ProbePoint],
                 fields: dict[fx.Node, NodeField]) -> None:
     """Put one Tap per probe point into the graph (forward order in `gm.probe_taps`)."""
     taps = nn.ModuleDict()
@@ -181,6 +181,3 @@ def _tap_after(graph: fx.Graph, node: fx.Node, target: str, dims) -> None:
         else:
             first = last = graph.call_module(target, (node,))
     node.replace_all_uses_with(last, delete_user_cb=lambda user: user is not first)
-
-
-__all__ = ["find_sites", "insert_taps", "join_inputs", "number", "select"]

@@ -30,8 +30,8 @@ from flowprobe.models.base import RF
 
 SPATIAL_CHW = (2, 3)
 _WINDOW_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MaxPool2d, nn.AvgPool2d)
-_POOL_FUNCTIONS = {F.max_pool2d: ("kernel_size", 1, "stride", 2, "dilation", 4),
-                   F.avg_pool2d: ("kernel_size", 1, "stride", 2, None, None)}
+# functional pools: positions of (kernel_size, stride, dilation) in their signatures
+_POOL_FUNCTIONS = {F.max_pool2d: (1, 2, 4), F.avg_pool2d: (1, 2, None)}
 MUL_OPS = {operator.mul, torch.mul, "mul", operator.truediv, torch.div, "div"}
 
 
@@ -140,6 +140,15 @@ def _spatial_dims(node: fx.Node, source: fx.Node, first: NodeField, shape) -> tu
     return None
 
 
+def _argument(node: fx.Node, name: str, position: int | None, default):
+    """A call's argument by keyword or position (None: the function has no such argument)."""
+    if name in node.kwargs:
+        return node.kwargs[name]
+    if position is not None and len(node.args) > position:
+        return node.args[position]
+    return default
+
+
 def _window_of(node: fx.Node, gm: fx.GraphModule):
     """(kernel, stride, dilation) of a conv/pool node, or None."""
     if node.op == "call_module":
@@ -154,12 +163,9 @@ def _window_of(node: fx.Node, gm: fx.GraphModule):
         args = dict(zip(("stride", "padding", "dilation"), node.args[3:6]), **node.kwargs)
         return (weight[2], weight[3]), _pair(args.get("stride", 1)), _pair(args.get("dilation", 1))
     if node.op == "call_function" and node.target in _POOL_FUNCTIONS:
-        k_name, k_pos, s_name, s_pos, d_name, d_pos = _POOL_FUNCTIONS[node.target]
-        get = lambda name, pos, default: node.kwargs.get(name, node.args[pos] if pos is not None and len(node.args) > pos else default)  # noqa: E731
-        kernel = get(k_name, k_pos, 1)
-        stride = get(s_name, s_pos, None) or kernel
-        dilation = get(d_name, d_pos, 1) if d_name else 1
-        return _pair(kernel), _pair(stride), _pair(dilation)
+        kernel, stride, dilation = (_argument(node, name, pos, default) for name, pos, default in zip(
+            ("kernel_size", "stride", "dilation"), _POOL_FUNCTIONS[node.target], (1, None, 1)))
+        return _pair(kernel), _pair(stride or kernel), _pair(dilation)
     return None
 
 
