@@ -115,10 +115,10 @@ def load_weights(model: nn.Module, path: str | Path, spec: str) -> None:
     path = Path(path)
     if not path.is_file():
         raise ModelSpecError(f"{spec}: weights file {path} does not exist; give the path of a local state dict")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
     if next(iter(model.parameters())).is_meta:
         return  # config validation builds on the meta device: the file exists, nothing to copy
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
