@@ -63,6 +63,24 @@ def bench_file(stage):
     return f"results/benchmarks/{stage}/{{run}}_seed{{seed}}.tsv"
 
 
+def imported_runs():
+    """Runs that name a `checkpoint:`: their model.pt is imported, not trained."""
+    return [name for name, run in config["runs"].items() if run.get("checkpoint")]
+
+
+def runs_pattern(imported):
+    """Wildcard pattern of the run names import_checkpoint (imported=True) or train makes."""
+    names = [re.escape(name) for name in imported_runs()]
+    if imported:
+        return "|".join(names) or "(?!)"  # (?!) matches nothing: no run imports a checkpoint
+    # not an imported name followed by a character that cannot be part of a run name
+    return f"(?!(?:{'|'.join(names)})(?![A-Za-z0-9_.-]))[A-Za-z0-9_.-]+" if names else "[A-Za-z0-9_.-]+"
+
+
+def run_checkpoint(wildcards):
+    return run_cfg(wildcards)["checkpoint"]
+
+
 def data_params(wildcards):
     """What identifies a run's data: dataset, resolution, channels, subset, roots."""
     run = run_cfg(wildcards)

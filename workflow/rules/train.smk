@@ -20,5 +20,37 @@ rule train:
     threads: 1
     conda:
         ENV
+    wildcard_constraints:
+        run=runs_pattern(imported=False),
     script:
         "../scripts/train.py"
+
+
+rule import_checkpoint:
+    """A run with a `checkpoint:` starts here instead of training: model.pt and a one-row
+    train_log.csv (the checkpoint's test accuracy) from the given weights."""
+    input:
+        checkpoint=run_checkpoint,
+    output:
+        model=run_file("model.pt"),
+        train_log=run_file("train_log.csv"),
+    params:
+        run=data_params,
+        seed=lambda w: int(w.seed),
+        data_root=config["data_root"],
+        download=config["download"],
+        device=config["device"],
+    log:
+        log_file("import_checkpoint"),
+    benchmark:
+        bench_file("import_checkpoint")
+    resources:
+        runtime=30,
+        mem_mb=8000,
+    threads: 1
+    conda:
+        ENV
+    wildcard_constraints:
+        run=runs_pattern(imported=True),
+    script:
+        "../scripts/import_checkpoint.py"

@@ -19,6 +19,7 @@ from flowprobe.models.mlp import build_alain_mlp
 from flowprobe.models.mpnet import GRAMMAR, MPNetSpec, build_mpnet, parse_mpnet
 from flowprobe.models.receptive import border_flags, receptive_fields
 from flowprobe.models.resnet import build_resnet
+from flowprobe.models.traced import PREFIXES, is_traced_spec, traced_builder
 from flowprobe.models.vgg import build_vgg16
 
 __all__ = [
@@ -33,7 +34,7 @@ REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "DenseNet18": build_densenet18,
     "AlainMLP": build_alain_mlp,
 }
-MODEL_FAMILIES = [*REGISTRY, "MPNet{K}(...)"]
+MODEL_FAMILIES = [*REGISTRY, "MPNet{K}(...)", *(f"{p}..." for p in PREFIXES)]
 _BUILD_ARGS = {"num_classes", "in_channels", "input_size"}
 
 
@@ -43,9 +44,11 @@ def _builder(spec: str) -> Callable[..., nn.Module]:
     if spec.startswith("MPNet"):
         parse_mpnet(spec)
         return partial(build_mpnet, spec)
+    if is_traced_spec(spec):
+        return traced_builder(spec)
     raise ModelSpecError(
         f"unknown model {spec!r} (names are case-sensitive); use one of {', '.join(REGISTRY)} "
-        f"or an MPNet spec {GRAMMAR}"
+        f"or an MPNet spec {GRAMMAR}, or torchvision:NAME / import:package.module:factory"
     )
 
 
@@ -70,7 +73,7 @@ def build_model(spec: str, num_classes: int, in_channels: int = 3, input_size: i
             raise ModelSpecError(f"{spec}: {name}={value!r}; it must be a positive integer")
     allowed = model_options(spec)
     unknown = sorted(set(kw) - set(allowed))
-    if unknown:
+    if unknown and not is_traced_spec(spec):  # traced builders pass options on and check them
         raise ModelSpecError(f"{spec} has no option(s) {unknown}; its options are {allowed}")
     model = _builder(spec)(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw)
     model.spec = spec

@@ -1,0 +1,12 @@
+"""model.pt and train_log.csv of a run from its checkpoint (see workflow/rules/train.smk)."""
+from flowprobe.checkpoints import import_checkpoint
+from flowprobe.workflow import run_data, setup_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake)
+log = setup_logging(sm.log[0], sm.threads)
+p = sm.params
+data = run_data(p.run, p.data_root, p.download)
+accuracy = import_checkpoint(sm.input.checkpoint, p.run, data, p.seed, sm.output.model, sm.output.train_log,
+                             device=p.device)
+log.info("run %s seed %d: %s from %s, test accuracy %.4f", sm.wildcards.run, p.seed, p.run["model"],
+         sm.input.checkpoint, accuracy)
