@@ -113,11 +113,15 @@ def startup_report(config: dict, where: str | Path = ".") -> str:
     except FlowprobeError as err:
         return f"flowprobe: no disk estimate ({err})\n"
     runs = ", ".join(f"{r.run} {r.gib:.2f}" for r in table.itertuples())
-    free = _free_gib(where)
+    free, total = _free_gib(where), table["gib"].sum()
     kept = "kept" if config["keep_activations"] else "deleted after use (keep_activations: false)"
+    short = ""
+    if total > free and config["keep_activations"]:
+        short = (" - more than is free: set keep_activations: false, activations.compression: lzf or "
+                 "activations.max_per_class, or run fewer targets (README, Disk)")
     return (
         f"flowprobe: activations.h5 estimate ({settings_line(config)}), GiB per run: {runs}\n"
-        f"flowprobe: activations.h5 total {table['gib'].sum():.1f} GiB, {kept}; {free:.1f} GiB free here\n"
+        f"flowprobe: activations.h5 total {total:.1f} GiB, {kept}; {free:.1f} GiB free here{short}\n"
     )
 
 
