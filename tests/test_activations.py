@@ -13,6 +13,8 @@ from flowprobe.data import Batches, load_dataset
 from flowprobe.errors import ActivationFileError, FlowprobeError
 from flowprobe.h5io import features, open_activations, point_frame, prebn_point_names, probe_point_names
 from flowprobe.models import build_model, probe_points, taps
+from flowprobe.models.densenet import DenseLayer
+from flowprobe.models.resnet import BasicBlock
 from flowprobe.models.units import ConvUnit, LinearUnit
 
 ATTRS = {"config": {"model": "x"}, "seed": 3, "resolution": 32, "test_accuracy": 0.5}
@@ -131,30 +133,47 @@ def normalised(data):
     return (data.test.images.float() / 255 - mean) / std
 
 
+def recompute_before_bn(module, x):
+    """(probe point, pre-BN output) of the units in `module`, recomputed from its input `x`
+    with its own layers, written out per unit type."""
+    if isinstance(module, (ConvUnit, LinearUnit)):
+        return [(module.tap.point.name, module[0](x))]
+    if isinstance(module, BasicBlock):  # the add point: the branch's second conv, before BN and the add
+        return [(module.tap.point.name, module.conv(module.first(x)))]
+    if isinstance(module, DenseLayer):  # bottleneck 1x1 conv; the concatenation: the new-feature 3x3 conv
+        neck = module.bottleneck
+        return [(neck.tap.point.name, neck.conv1(neck.relu1(neck.bn1(x)))),
+                (module.tap.point.name, module.conv2(neck(x)))]
+    if isinstance(module, torch.nn.Sequential) and hasattr(module, "pool") and hasattr(module, "tap"):
+        return [(module.tap.point.name, module.conv(module.relu(module.bn(x))))]  # DenseNet transition
+    return []
+
+
 def unit_outputs_before_bn(model, x):
-    """Independent path: each ConvUnit/LinearUnit's input, through its own conv/fc, then
-    nearest neighbour to 4×4 by explicit indexing (source pixel floor(i·H/4))."""
-    units = {m.tap.point.name: m for m in model.modules() if isinstance(m, (ConvUnit, LinearUnit))}
+    """Independent path: each unit's input, through its own conv/fc (recompute_before_bn),
+    then nearest neighbour to 4×4 by explicit indexing (source pixel floor(i·H/4))."""
     inputs = {}
-    hooks = [u.register_forward_pre_hook(lambda m, i: inputs.__setitem__(m.tap.point.name, i[0])) for u in units.values()]
+    hooks = [m.register_forward_pre_hook(lambda m, i: inputs.__setitem__(m, i[0])) for m in model.modules()]
     with torch.no_grad():
         model(x)
         for h in hooks:
             h.remove()
         out = {}
-        for name, unit in units.items():
-            y = unit[0](inputs[name])
-            if y.dim() == 4:
-                rows = (torch.arange(4) * y.shape[2]) // 4
-                cols = (torch.arange(4) * y.shape[3]) // 4
-                y = y[:, :, rows][:, :, :, cols].flatten(1)
-            out[name] = y
+        for module, given in inputs.items():
+            for name, y in recompute_before_bn(module, given):
+                if y.dim() == 4:
+                    rows = (torch.arange(4) * y.shape[2]) // 4
+                    cols = (torch.arange(4) * y.shape[3]) // 4
+                    y = y[:, :, rows][:, :, :, cols]
+                out[name] = y.flatten(1)
     return out
 
 
 @pytest.mark.parametrize("spec, options", [
     ("MPNet1(1:3x3, 2:5x5)", {"widths": (4, 4, 8, 8)}),  # add merges: no pre-BN output
     ("VGG16", {"widths": (2, 3, 4, 4, 4), "fc_width": 5}),  # 2×2 maps upsampled to 4×4, a linear unit
+    ("ResNet18", {"widths": (2, 3, 4, 4)}),
+    ("DenseNet18", {"growth_rate": 2, "init_features": 4}),
 ])
 def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, options):
     torch.manual_seed(1)
@@ -170,9 +189,11 @@ def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, opt
             stored = h5[f"prebn/{name}/test"][...]
             assert stored.shape == (30, int(np.prod(h5[f"prebn/{name}"].attrs["stored_shape"])))
             assert np.allclose(stored, expected[name].numpy(), atol=1e-5), name
-        adds = [p.name for p in probe_points(net) if p.kind == "add"]
-        assert all(f"prebn/{a}" not in h5 for a in adds)
-        assert bool(h5.attrs["prebn"]) and bool(adds) == spec.startswith("MPNet")
+        without = [p.name for p in probe_points(net) if p.name not in expected]
+        assert all(f"prebn/{name}" not in h5 for name in without)
+        # only the MPNet's add merges lack a conv of their own (ResNet adds: the branch's 2nd conv)
+        mpnet_adds = [p.name for p in probe_points(net) if p.kind == "add" and spec.startswith("MPNet")]
+        assert bool(h5.attrs["prebn"]) and without == mpnet_adds
 
 
 def test_float16_and_compressed_dumps_hold_the_same_features(tmp_path, model, tiny, dumped):

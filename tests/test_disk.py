@@ -78,6 +78,9 @@ def test_startup_report_names_every_run_and_the_total():
     assert f"one {table['gib'][0]:.2f}" in text and f"two {table['gib'][1]:.2f}" in text
     assert f"total {table['gib'].sum():.1f} GiB" in text and "deleted after use" in text
     assert len(text.splitlines()) == 2
+    assert "more than is free" not in text
+    huge = config_with({"big": {"model": "VGG16", "seeds": list(range(400))}})  # 400 × 15 GiB
+    assert "more than is free: set keep_activations: false" in startup_report(huge)
 
 
 def test_disk_command_prints_the_table(tmp_path, capsys):
@@ -110,6 +113,7 @@ def test_dry_run_prints_the_estimate_and_temp_activations_are_deleted(tmp_path):
     assert "flowprobe: activations.h5 total" in dry.stderr and "deleted after use" in dry.stderr
     real = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert real.returncode == 0, real.stderr[-3000:]
+    assert real.stderr.count("flowprobe: activations.h5 total") == 1  # the main process only, not each job
     assert (tmp_path / run / "saturation.csv").exists() and (tmp_path / run / "probes.csv").exists()
     assert not (tmp_path / run / "activations.h5").exists()  # temp(): removed once both readers ran
     assert (tmp_path / run / "model.pt").exists()

@@ -39,7 +39,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Compressed matrices are chunked by whole rows, about this many bytes a chunk: large enough
 # for cheap streaming reads, small enough to stay in h5py's 1 MiB per-dataset chunk cache
 # while the batches of a chunk are written. Uncompressed matrices stay contiguous: on the
-# real dump, row chunks alone saved nothing and made random-row reads (minibatch CKA) 3-6x
+# real dump, row chunks alone saved nothing and made random-row reads (minibatch CKA) ~7x
 # slower (benchmarks/bench_storage.py).
 CHUNK_BYTES = 512 * 1024
 COMPRESSIONS = (None, "gzip", "lzf")
@@ -67,14 +67,16 @@ def stored_shape(shape: tuple[int, ...], reduction: str) -> tuple[int, ...]:
 
 
 def prebn_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Probe point name → the conv/linear layer whose output (before BN and nonlinearity)
-    the unit ends in: the last Conv2d/Linear before the Tap among the children of the
-    nn.Sequential holding it. Taps outside a Sequential, or with no such layer since the
-    previous Tap (merges, adds, concatenations), have none."""
+    """Probe point name → the conv/linear layer of the unit the point ends: the last
+    Conv2d/Linear registered before the Tap among the direct children of the module holding
+    it, with no other Tap in between (units register their layers in forward order).
+
+    Conv/linear units get their conv or fc; a ResNet block's add point its branch's second
+    conv (before BN and the add); a DenseNet layer's concatenation its new-feature 3x3 conv.
+    Taps with no such layer (MPNet add merges, the MLP's add) have none.
+    """
     found = {}
     for parent in model.modules():
-        if not isinstance(parent, nn.Sequential):
-            continue
         last = None
         for child in parent.children():
             if isinstance(child, Tap):

@@ -33,6 +33,13 @@ def split_images(run: dict, data_root: str, max_per_class: int | None) -> tuple[
     """Images per class of the train and test split of `run`'s dataset, after `max_per_class`.
 
     Known datasets are taken as class-balanced; an imagefolder root is counted file by file.
+
+    Args:
+        run: one run of a loaded config (dataset, dataset_root).
+        data_root: the config's data_root (used when the run has no dataset_root).
+        max_per_class: cap per class and split, or None.
+    Returns:
+        (train counts per class, test counts per class).
     """
     if run["dataset"] == "imagefolder":
         root = Path(run.get("dataset_root") or data_root).expanduser()
@@ -59,7 +66,15 @@ def _count_folder(folder: Path) -> list[int]:
 
 
 def run_estimate(name: str, run: dict, config: dict) -> dict:
-    """One row of disk_table for run `name` of a loaded config (flowprobe.config.load_config)."""
+    """One row of disk_table for run `name` of a loaded config (flowprobe.config.load_config).
+
+    Args:
+        name: the run's name.
+        run: the run with defaults filled in.
+        config: the whole loaded config (activations, saturation, data_root).
+    Returns:
+        dict with the columns of disk_table.
+    """
     import torch
 
     from flowprobe.activations import bytes_per_image
@@ -90,9 +105,14 @@ def run_estimate(name: str, run: dict, config: dict) -> dict:
 
 
 def disk_table(config: dict) -> pd.DataFrame:
-    """One row per run of a loaded config: run, model, dataset, resolution, parameters,
-    bytes_per_image, images (train + test), seeds, gib_per_seed (one activations.h5) and
-    gib (all seeds)."""
+    """The disk estimate of every run of a loaded config.
+
+    Args:
+        config: as returned by flowprobe.config.load_config.
+    Returns:
+        one row per run: run, model, dataset, resolution, parameters, bytes_per_image, images
+        (train + test), seeds, gib_per_seed (one activations.h5) and gib (all seeds).
+    """
     return pd.DataFrame([run_estimate(name, run, config) for name, run in config["runs"].items()])
 
 
@@ -106,18 +126,29 @@ def settings_line(config: dict) -> str:
 
 
 def startup_report(config: dict, where: str | Path = ".") -> str:
-    """The lines the workflow prints before it schedules anything: the estimated size of
-    each run's activations.h5, the total and the free space at `where`."""
+    """The lines the workflow prints before it schedules anything.
+
+    Args:
+        config: a loaded config.
+        where: the folder whose free space is reported (the working directory).
+    Returns:
+        two lines: the estimated size of each run's activations.h5, then the total and the free
+        space (with a hint when the total does not fit); one line if no estimate is possible.
+    """
     try:
         table = disk_table(config)
     except FlowprobeError as err:
         return f"flowprobe: no disk estimate ({err})\n"
     runs = ", ".join(f"{r.run} {r.gib:.2f}" for r in table.itertuples())
-    free = _free_gib(where)
+    free, total = _free_gib(where), table["gib"].sum()
     kept = "kept" if config["keep_activations"] else "deleted after use (keep_activations: false)"
+    short = ""
+    if total > free and config["keep_activations"]:
+        short = (" - more than is free: set keep_activations: false, activations.compression: lzf or "
+                 "activations.max_per_class, or run fewer targets (README, Disk)")
     return (
         f"flowprobe: activations.h5 estimate ({settings_line(config)}), GiB per run: {runs}\n"
-        f"flowprobe: activations.h5 total {table['gib'].sum():.1f} GiB, {kept}; {free:.1f} GiB free here\n"
+        f"flowprobe: activations.h5 total {total:.1f} GiB, {kept}; {free:.1f} GiB free here{short}\n"
     )
 
 

@@ -9,8 +9,10 @@ saturation = k(delta) / D. Conv maps are treated channelwise: every spatial posi
 Two sources of the maps (config `saturation.source`, column `source` of the table):
 - 'prebn_nearest4', the study's: the unit's conv (or linear) output before BN and the
   nonlinearity, resized to 4x4 by nearest neighbour (stored as /prebn by the dump).
-  Probe points with no conv/linear layer of their own (adds, merges, concatenations) have
-  no such output; their row falls back to 'postrelu_avgpool4' and says so in `source`.
+  A ResNet add point uses its branch's second conv, a DenseNet concatenation its new-feature
+  conv (flowprobe.activations.prebn_modules). Points with no conv/linear layer of their own
+  (MPNet add merges, the MLP's add) have no such output; their row falls back to
+  'postrelu_avgpool4' and says so in `source`.
 - 'postrelu_avgpool4': the stored probe-point maps, adaptive-average-pooled to 4x4 after
   the unit's nonlinearity (what the probes see).
 """
