@@ -279,3 +279,16 @@ def test_functional_windows_by_hand():
     t = receptive_fields(build_model("import:test_traced:functional_net", 10, input_size=16), 16)
     assert t[["probe_point", "receptive_field", "input_receptive_field", "jump"]].values.tolist() == [
         ["c1", 3, 1, 1], ["c2", 12, 4, 2], ["c3", 32, 16, 4]]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "shufflenet_v2_x0_5"])
+def test_every_conv_is_a_probe_point(name):
+    """Also through ShuffleNet's channel split (chunk) and shuffle (a 5-D view and back)."""
+    import torchvision
+
+    from flowprobe.models.traced import BUILDER_DEFAULTS
+
+    original = torchvision.models.get_model(name, num_classes=10, **BUILDER_DEFAULTS.get(name, {}))
+    points = probe_points(traced(name))
+    assert sum(p.kind == "conv" for p in points) == sum(isinstance(m, nn.Conv2d) for m in original.modules())
+    assert max(p.receptive_field for p in points if p.kind == "conv") > 100  # fields grow to the last conv
