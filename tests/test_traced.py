@@ -11,6 +11,7 @@ from torch import nn
 
 from flowprobe.activations import dump_activations
 from flowprobe.analysis.ablation import ablation_table, pathway_ends
+from flowprobe.analysis.cka import cka_pathway_table
 from flowprobe.data import Batches, load_dataset
 from flowprobe.errors import ModelSpecError
 from flowprobe.models import build_model, check_spec, probe_points, receptive_fields, taps
@@ -223,15 +224,21 @@ def test_local_weights_are_loaded(tmp_path):
         build_model("torchvision:resnet18", 7, weights=str(path))
 
 
-def test_dump_and_ablation_on_a_traced_model(tmp_path):
+def test_dump_cka_and_ablation_on_a_traced_model(tmp_path):
     data = load_dataset("cifar10-mini", max_per_class=1)
     model = traced("resnet18")
     path = tmp_path / "activations.h5"
-    dump_activations(model, data, path, attrs={"seed": 0}, batch_size=5, device="cpu", progress=False)
+    attrs = {"config": {"model": "torchvision:resnet18"}, "seed": 0, "resolution": 32, "test_accuracy": 0.1}
+    dump_activations(model, data, path, attrs=attrs, batch_size=5, device="cpu", progress=False)
     with h5py.File(path) as h5:
         group = h5["layers/layer2.1.add.skip"]
         assert group.attrs["pathway"] == "skip" and group.attrs["kind"] == "identity"
         assert h5["layers/layer2.0.conv1/test"].shape == (10, 128 * 16)
+
+    heat = cka_pathway_table(path, batch_size=5)  # default pathways: branch and skip of the last block
+    assert set(zip(heat.layer_a, heat.layer_b)) == {("layer4.1.conv1", "layer4.1.add.skip"),
+                                                    ("layer4.1.conv2", "layer4.1.add.skip")}
+    assert heat.cka.between(0, 1).all()
 
     def batches():
         return Batches(data.test, batch_size=5, mean=data.mean, std=data.std, device="cpu")
