@@ -15,6 +15,7 @@ from flowprobe.analysis.cka import cka_pathway_table
 from flowprobe.data import Batches, load_dataset
 from flowprobe.errors import ModelSpecError
 from flowprobe.models import build_model, check_spec, probe_points, receptive_fields, taps
+from flowprobe.models.mpnet import build_mpnet
 from flowprobe.models.resnet import build_resnet
 
 MODELS = ["resnet18", "googlenet", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
@@ -299,3 +300,19 @@ def test_every_conv_is_a_probe_point(name):
     points = probe_points(traced(name))
     assert sum(p.kind == "conv" for p in points) == sum(isinstance(m, nn.Conv2d) for m in original.modules())
     assert max(p.receptive_field for p in points if p.kind == "conv") > 100  # fields grow to the last conv
+
+
+def zoo_mpnet(num_classes, input_size, **kw):
+    return build_mpnet("MPNet1(1:3x3,2:5x5d2)", num_classes, input_size=input_size, **kw)
+
+
+def test_agrees_with_the_zoo_on_a_multipath_net():
+    """MPNet traced from its module: the same fields (largest and smallest) at every point, and
+    its two pathways found as p0/p1 (a one-conv 3x3 pathway is not a skip: it adds context)."""
+    zoo = receptive_fields(build_model("MPNet1(1:3x3,2:5x5d2)", 10, input_size=32, widths=(2, 2, 2, 2)), 32)
+    graph = receptive_fields(build_model("import:test_traced:zoo_mpnet", 10, input_size=32, widths=(2, 2, 2, 2)), 32)
+    columns = ["receptive_field", "jump", "receptive_field_min", "input_receptive_field", "block", "position"]
+    assert graph[columns].values.tolist() == zoo[columns].values.tolist()
+    labels = {"min": "p0", "max": "p1", "trunk": "trunk"}
+    assert graph.pathway.tolist() == zoo.pathway.map(labels).tolist()
+    assert (graph.stage == zoo.stage + 1).all()  # the graph counts the stem's resolution as stage 0
