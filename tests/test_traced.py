@@ -88,7 +88,8 @@ def test_vgg16_matches_rfa_toolbox():
     convs = t[t.kind == "conv"]
     assert convs.receptive_field.tolist() == [3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196]
     assert convs.jump.tolist() == [1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 16]
-    assert t.index[t.border_layer & (t.pathway == "trunk")][0] == "features.14"  # conv7: input field 32 >= 32, as the zoo VGG16
+    # conv7 (features.14) is the border layer at 32 px, input field 32, as for the zoo's VGG16
+    assert t.index[t.border_layer & (t.pathway == "trunk")][0] == "features.14"
 
 
 def zoo_resnet18(num_classes, input_size, **kw):
