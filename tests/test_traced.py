@@ -11,9 +11,11 @@ from torch import nn
 
 from flowprobe.activations import dump_activations
 from flowprobe.analysis.ablation import ablation_table, pathway_ends
+from flowprobe.analysis.cka import cka_pathway_table
 from flowprobe.data import Batches, load_dataset
 from flowprobe.errors import ModelSpecError
 from flowprobe.models import build_model, check_spec, probe_points, receptive_fields, taps
+from flowprobe.models.mpnet import build_mpnet
 from flowprobe.models.resnet import build_resnet
 
 MODELS = ["resnet18", "googlenet", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny"]
@@ -86,7 +88,8 @@ def test_vgg16_matches_rfa_toolbox():
     convs = t[t.kind == "conv"]
     assert convs.receptive_field.tolist() == [3, 5, 10, 14, 24, 32, 40, 60, 76, 92, 132, 164, 196]
     assert convs.jump.tolist() == [1, 1, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 16]
-    assert t.index[t.border_layer & (t.pathway == "trunk")][0] == "features.14"  # conv7: input field 32 >= 32, as the zoo VGG16
+    # conv7 (features.14) is the border layer at 32 px, input field 32, as for the zoo's VGG16
+    assert t.index[t.border_layer & (t.pathway == "trunk")][0] == "features.14"
 
 
 def zoo_resnet18(num_classes, input_size, **kw):
@@ -223,15 +226,21 @@ def test_local_weights_are_loaded(tmp_path):
         build_model("torchvision:resnet18", 7, weights=str(path))
 
 
-def test_dump_and_ablation_on_a_traced_model(tmp_path):
+def test_dump_cka_and_ablation_on_a_traced_model(tmp_path):
     data = load_dataset("cifar10-mini", max_per_class=1)
     model = traced("resnet18")
     path = tmp_path / "activations.h5"
-    dump_activations(model, data, path, attrs={"seed": 0}, batch_size=5, device="cpu", progress=False)
+    attrs = {"config": {"model": "torchvision:resnet18"}, "seed": 0, "resolution": 32, "test_accuracy": 0.1}
+    dump_activations(model, data, path, attrs=attrs, batch_size=5, device="cpu", progress=False)
     with h5py.File(path) as h5:
         group = h5["layers/layer2.1.add.skip"]
         assert group.attrs["pathway"] == "skip" and group.attrs["kind"] == "identity"
         assert h5["layers/layer2.0.conv1/test"].shape == (10, 128 * 16)
+
+    heat = cka_pathway_table(path, batch_size=5)  # default pathways: branch and skip of the last block
+    assert set(zip(heat.layer_a, heat.layer_b)) == {("layer4.1.conv1", "layer4.1.add.skip"),
+                                                    ("layer4.1.conv2", "layer4.1.add.skip")}
+    assert heat.cka.between(0, 1).all()
 
     def batches():
         return Batches(data.test, batch_size=5, mean=data.mean, std=data.std, device="cpu")
@@ -279,3 +288,32 @@ def test_functional_windows_by_hand():
     t = receptive_fields(build_model("import:test_traced:functional_net", 10, input_size=16), 16)
     assert t[["probe_point", "receptive_field", "input_receptive_field", "jump"]].values.tolist() == [
         ["c1", 3, 1, 1], ["c2", 12, 4, 2], ["c3", 32, 16, 4]]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "shufflenet_v2_x0_5"])
+def test_every_conv_is_a_probe_point(name):
+    """Also through ShuffleNet's channel split (chunk) and shuffle (a 5-D view and back)."""
+    import torchvision
+
+    from flowprobe.models.traced import BUILDER_DEFAULTS
+
+    original = torchvision.models.get_model(name, num_classes=10, **BUILDER_DEFAULTS.get(name, {}))
+    points = probe_points(traced(name))
+    assert sum(p.kind == "conv" for p in points) == sum(isinstance(m, nn.Conv2d) for m in original.modules())
+    assert max(p.receptive_field for p in points if p.kind == "conv") > 100  # fields grow to the last conv
+
+
+def zoo_mpnet(num_classes, input_size, **kw):
+    return build_mpnet("MPNet1(1:3x3,2:5x5d2)", num_classes, input_size=input_size, **kw)
+
+
+def test_agrees_with_the_zoo_on_a_multipath_net():
+    """MPNet traced from its module: the same fields (largest and smallest) at every point, and
+    its two pathways found as p0/p1 (a one-conv 3x3 pathway is not a skip: it adds context)."""
+    zoo = receptive_fields(build_model("MPNet1(1:3x3,2:5x5d2)", 10, input_size=32, widths=(2, 2, 2, 2)), 32)
+    graph = receptive_fields(build_model("import:test_traced:zoo_mpnet", 10, input_size=32, widths=(2, 2, 2, 2)), 32)
+    columns = ["receptive_field", "jump", "receptive_field_min", "input_receptive_field", "block", "position"]
+    assert graph[columns].values.tolist() == zoo[columns].values.tolist()
+    labels = {"min": "p0", "max": "p1", "trunk": "trunk"}
+    assert graph.pathway.tolist() == zoo.pathway.map(labels).tolist()
+    assert (graph.stage == zoo.stage + 1).all()  # the graph counts the stem's resolution as stage 0

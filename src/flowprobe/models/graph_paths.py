@@ -122,17 +122,20 @@ def find_blocks(gm: fx.GraphModule, fields: dict[fx.Node, NodeField], is_unit) -
             continue
         fork = idom[node]
         members = [_members(a, fork, fields) for a in inputs]
-        blocks.append(Block(node, fork, JOIN_KINDS[node.target], _labels(node, inputs, members, fork, is_unit),
-                            inputs, members))
+        labels = _labels(node, inputs, members, fork, is_unit, fields)
+        blocks.append(Block(node, fork, JOIN_KINDS[node.target], labels, inputs, members))
     return blocks
 
 
-def _labels(node, inputs, members, fork, is_unit) -> list[str]:
+def _labels(node, inputs, members, fork, is_unit, fields) -> list[str]:
+    """`branch`/`skip` for a residual add, else p0..pN. A skip is the identity or one unit that
+    adds no spatial context (a 1x1 projection, strided or not): its field is the fork's."""
     units = [sum(1 for n in m if is_unit(n)) for m in members]
     if JOIN_KINDS[node.target] == "add" and len(inputs) == 2:
         for skip in (0, 1):
             other = 1 - skip
-            if (inputs[skip] is fork or units[skip] <= 1) and units[other] > units[skip]:
+            projection = units[skip] <= 1 and fields[inputs[skip]].after.size == fields[fork].after.size
+            if (inputs[skip] is fork or projection) and units[other] > units[skip]:
                 labels = ["", ""]
                 labels[skip], labels[other] = "skip", "branch"
                 return labels
