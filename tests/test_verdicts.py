@@ -218,3 +218,30 @@ def test_long_table_over_runs_with_shifted_indices():
     alone = verdict_table(mp, {"m": 1000}, **TOLS)
     pd.testing.assert_frame_equal(out[out["run"] == "m"].reset_index(drop=True), alone)
     assert out["agree"].isin(["yes", "no", "undecided"]).all()
+
+
+# --- the predicted tail follows the model's border_layer flags (smallest-field rule) ---
+
+def model_points(spec, input_size=32, **options):
+    """A model's own probe points with its border_layer flags and a flat accuracy."""
+    points = pd.DataFrame([asdict(p) for p in probe_points(build_model(spec, 10, input_size=input_size, **options))])
+    points = points.rename(columns={"name": "probe_point"}).assign(test_acc=0.5)
+    return points.assign(test_acc_lo=0.5, test_acc_hi=0.5)
+
+
+def test_vgg16_border_flags_predict_the_same_tail_as_the_input_field():
+    points = model_points("VGG16")
+    with_flags = verdicts(points).loc["tail", "predicted"]
+    without = verdicts(points.drop(columns=["border_layer"])).loc["tail", "predicted"]
+    assert list(with_flags) == list(without)
+    assert with_flags.loc["conv6"] == "no" and with_flags.loc["conv7"] == "yes"
+
+
+def test_resnet_shortcuts_keep_every_layer_out_of_the_predicted_tail():
+    # The largest input field of ResNet18's later blocks exceeds 32 px, but the identity
+    # shortcuts keep the smallest field small: by the smallest-field rule nothing is tail.
+    points = model_points("ResNet18", widths=[4, 4, 8, 8])
+    assert (points["input_receptive_field"] >= 32).any()
+    assert not points["border_layer"].any()
+    assert set(verdicts(points).loc["tail", "predicted"]) == {"no"}
+    assert "yes" in set(verdicts(points.drop(columns=["border_layer"])).loc["tail", "predicted"])

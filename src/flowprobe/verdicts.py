@@ -3,8 +3,10 @@
 Rules and formulas: docs/verdicts.md. In short, for the probe points of one run (forward order,
 columns of `flowprobe.models.base.POINT_COLUMNS` + test_acc [+ test_acc_lo, test_acc_hi]):
 
-- `tail` (every point). Predicted: the point's *input* receptive field covers the image
-  (r_in >= resolution, the border-layer rule). Observed from the gain g = a - a_ref over the best
+- `tail` (every point). Predicted by the border-layer rule: the point is at or after the border
+  layer of its pathway lineage (the `border_layer` flags of the probe points, which follow the
+  smallest-receptive-field rule of docs/experiments.md); tables without flags fall back to
+  r_in >= resolution on the point's input receptive field. Observed from the gain g = a - a_ref over the best
   point on the path into it (a pathway point: earlier points of its own pathway in its block and
   earlier trunk points; a trunk point: earlier trunk points and the pathways it merges).
 - `skipped` (points inside a unit a skip or a parallel path bypasses: pathway `branch`, or a
@@ -115,13 +117,25 @@ def _rows(points: pd.DataFrame, refs: list) -> pd.DataFrame:
     return pd.DataFrame([points.loc[r] if r is not None else pd.Series(filler) for r in refs]).reset_index(drop=True)
 
 
+def predicted_tail(points: pd.DataFrame, resolution: int) -> np.ndarray:
+    """Per point (forward order): at or after the border layer of its pathway lineage.
+
+    With `border_layer` flags (one per lineage, from the model's receptive fields) a point is in
+    the tail once its lineage has passed its border; without them, when its input receptive field
+    already covers the image (r_in >= resolution; the two agree on sequential nets)."""
+    if "border_layer" in points:
+        flags = points["border_layer"].astype(str).str.lower().isin(["true", "1"])
+        return flags.groupby(points["pathway"], sort=False).cummax().to_numpy()
+    return points["input_receptive_field"].to_numpy() >= resolution
+
+
 def tail_verdicts(points: pd.DataFrame, resolution: int, tol: float) -> pd.DataFrame:
-    """Per point: predicted tail (r_in >= resolution) and observed tail (gain interval <= tol)."""
+    """Per point: predicted tail (border-layer rule) and observed tail (gain interval <= tol)."""
     ref = _rows(points, tail_references(points))
     gain, lo, hi = difference(points, ref)
     improves = exceeds(lo, hi, tol)  # the layer adds more than tol: not in the tail
     observed = np.where(np.isnan(gain) | (improves == YES), NO, np.where(improves == NO, YES, UNDECIDED))
-    predicted = np.where(points["input_receptive_field"].to_numpy() >= resolution, YES, NO)
+    predicted = np.where(predicted_tail(points, resolution), YES, NO)
     return points.assign(verdict="tail", predicted=predicted, observed=observed, threshold=tol,
                          reference=ref["probe_point"].to_numpy(), margin=gain, margin_lo=lo, margin_hi=hi)
 
@@ -142,7 +156,7 @@ def skipped_verdicts(points: pd.DataFrame, resolution: int, tol: float, roles: p
     ref = _rows(points, [index.get(n) for n in lower])
     dip, lo, hi = difference(ref, units)
     non_dominant = set(roles.loc[roles["predicted"] == "non-dominant", "pathway"]) if len(roles) else set()
-    in_tail = units["input_receptive_field"].to_numpy() >= resolution
+    in_tail = predicted_tail(points, resolution)[inside.to_numpy()]
     predicted = np.where(pathway[inside], units["pathway"].isin(non_dominant), in_tail)
     return units.assign(verdict="skipped", predicted=np.where(predicted, YES, NO), observed=exceeds(lo, hi, tol),
                         threshold=tol, reference=ref["probe_point"].to_numpy(), margin=dip, margin_lo=lo, margin_hi=hi)
