@@ -252,7 +252,7 @@ def test_dump_cka_and_ablation_on_a_traced_model(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
-    from flowprobe.checkpoints import checkpoint_state
+    from flowprobe.imported import checkpoint_state
 
     path = tmp_path / "model.pt"
     torch.save({"state_dict": {}, "run": {"model": "VGG16"}}, path)

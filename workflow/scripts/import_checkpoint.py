@@ -1,5 +1,5 @@
 """model.pt and train_log.csv of a run from its checkpoint (see workflow/rules/train.smk)."""
-from flowprobe.checkpoints import import_checkpoint
+from flowprobe.imported import import_checkpoint
 from flowprobe.workflow import run_data, setup_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
