@@ -188,7 +188,7 @@ def fig7_full_scale(data: Dataset, cfg: dict, device, scratch: Path, args) -> No
             model = new_model(spec, data, args.quick)
             log, summary = train(model, data, settings, device, scratch, f"fig7_{run}")
         finished = log["seconds"].dropna()
-        print(f"    {len(data.train) * len(finished) / finished.sum():,.0f} images/s over {len(finished)} epochs; "
+        print(f"    {len(data.train) * len(finished) / finished.sum():,.1f} images/s over {len(finished)} epochs; "
               f"test accuracy {100 * summary['test_accuracy']:.2f} % (study {100 * study:.2f} %)", flush=True)
         files = fig7_analyses(model, data, cfg, device, scratch / f"fig7_{run}", summary, times)
         log.to_csv(files["train_log.csv"], index=False)
@@ -215,7 +215,7 @@ def fig7_analyses(model, data: Dataset, cfg: dict, device, folder: Path, summary
     with stage("dump", device, times):
         dump_activations(model, data, h5, attrs=attrs, reduction=act["reduction"], batch_size=act["batch_size"],
                          device=str(device), progress=False)
-    print(f"    dump {(len(data.train) + len(data.test)) / times['dump']:,.0f} images/s, "
+    print(f"    dump {(len(data.train) + len(data.test)) / times['dump']:,.1f} images/s, "
           f"{h5.stat().st_size / 2**30:.2f} GiB")
     with stage("probes", device, times):
         probe_table(h5, device=str(device), progress=False, **cfg["probes"]).to_csv(files["probes.csv"], index=False)
