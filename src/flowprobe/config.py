@@ -214,7 +214,7 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     from flowprobe.models import build_model
 
     try:
-        with torch.device("meta"), _SkipRandomInit():
+        with torch.device("meta"), _skip_random_init():
             build_model(spec, 10, in_channels=channels, input_size=size, **json.loads(options))
     except FlowprobeError as err:
         return f": {err}"
@@ -223,10 +223,9 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     return None
 
 
-
-def _skip_random_init_mode():
-    """A torch function mode that makes in-place random init a no-op (defined lazily: torch is
-    imported only when models are checked)."""
+def _skip_random_init():
+    """A torch function mode under which in-place random init is a no-op (the class is defined
+    here, not at module level, because torch is imported only when models are checked)."""
     import torch
 
     class SkipRandomInit(torch.overrides.TorchFunctionMode):
@@ -241,8 +240,4 @@ def _skip_random_init_mode():
                 return args[0] if args else (kwargs or {})["tensor"]
             return func(*args, **(kwargs or {}))
 
-    return SkipRandomInit
-
-
-def _SkipRandomInit():  # noqa: N802  (used like a class: `with _SkipRandomInit():`)
-    return _skip_random_init_mode()()
+    return SkipRandomInit()
