@@ -2,12 +2,19 @@
 
 Prints training images/s of VGG16 and MPNet2(2:3x3, 2:7x7) on CIFAR-10 (one warm-up epoch, then
 one timed epoch over --train-images images), the activation dump rate, and the probe and CKA
-stage times on VGG16's dump; with --fig7, trains the study's two Fig. 7 models for 30 epochs
-and prints their test accuracy next to the study's. Settings (batch size, optimiser, probe and
-CKA knobs) come from config.yaml, so the numbers are those of the real pipeline.
+stage times on VGG16's dump. With --fig7, runs the study's Fig. 7 at full scale: the two MPNet2
+models of Fig. 7 trained on the full CIFAR-10 image folder with the study's schedule (config.yaml:
+batch 64, SGD lr 0.1, x0.1 every 10 epochs, 30 epochs), then the activation dump, probes and CKA
+with the output of each, and the figure (pathway_probes) drawn from them; it prints each stage's
+time and peak GPU memory, training images/s, the dump rate and each model's test accuracy next to
+the study's. Settings (batch size, optimiser, probe and CKA knobs) come from config.yaml, so the
+numbers are those of the real pipeline.
 
     python benchmarks/gpu_check.py --root device_data            # full CIFAR-10 image folder
+    python benchmarks/gpu_check.py --root device_data --fig7     # + Fig. 7 at full scale (30 epochs x 2 models)
     python benchmarks/gpu_check.py --root device_data --quick    # tiny sizes, runs on a CPU
+    python benchmarks/gpu_check.py --root device_data --fig7 --skip-throughput --epochs 1 --max-per-class 20
+                                                                 # Fig. 7 path end to end on a CPU in minutes
 """
 from __future__ import annotations
 
@@ -27,8 +34,11 @@ from flowprobe.activations import dump_activations
 from flowprobe.analysis.cka import MinibatchCKA, cka_output_table
 from flowprobe.analysis.probes import probe_table
 from flowprobe.data import Dataset, ImageSet, balanced_subset, load_dataset
+from flowprobe.figures import KINDS
 from flowprobe.h5io import features, open_activations, probe_point_names
 from flowprobe.models import build_model
+from flowprobe.plots import draw_figure
+from flowprobe.tables import figure_table
 from flowprobe.train import TrainSettings, resolve_device, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +54,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes and narrow models (CPU smoke run)")
     p.add_argument("--train-images", type=int, default=10_000, help="images per timed training epoch")
     p.add_argument("--dump-per-class", type=int, default=500, help="images per class and split to dump")
-    p.add_argument("--fig7", action="store_true", help="also train the two Fig. 7 models (slow)")
-    p.add_argument("--fig7-epochs", type=int, default=30)
+    p.add_argument("--fig7", action="store_true", help="also run Fig. 7 at full scale (train, dump, probes, CKA, figure)")
+    p.add_argument("--epochs", type=int, default=None, help="Fig. 7 training epochs (default: config.yaml's, 30)")
+    p.add_argument("--max-per-class", type=int, default=None,
+                   help="Fig. 7 on a class-balanced subset of both splits (default: all of CIFAR-10)")
+    p.add_argument("--skip-throughput", action="store_true", help="skip the throughput and VGG16 stages")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="folder for the scratch files")
     return p.parse_args()
 
@@ -158,14 +171,58 @@ def all_pairs_cka(h5_path: Path, split: str, batch_size: int, device) -> np.ndar
     return mcka.compute()
 
 
-def fig7_accuracy(data: Dataset, cfg: dict, device, scratch: Path, args) -> None:
-    settings = replace(TrainSettings(**cfg["train"]), epochs=args.fig7_epochs)
-    print(f"Fig. 7 models, {settings.epochs} epochs on {len(data.train)} images (the study: 30 epochs, full CIFAR-10)")
-    for spec, study in STUDY_FIG7.items():
+def fig7_full_scale(data: Dataset, cfg: dict, device, scratch: Path, args) -> None:
+    """Fig. 7 as the workflow makes it: per model train → dump → probes → CKA, then the figure."""
+    if args.max_per_class:
+        data = subset(data, args.max_per_class, args.max_per_class)
+    settings = TrainSettings(**cfg["train"])
+    if args.epochs:
+        settings = replace(settings, epochs=args.epochs)
+    print(f"Fig. 7 at full scale: {settings.epochs} epochs on {len(data.train)} train / {len(data.test)} test images "
+          "(the study: 30 epochs, full CIFAR-10)")
+    members, results = [], []
+    for run, (spec, study) in enumerate(STUDY_FIG7.items()):
         times: dict[str, float] = {}
-        with stage(spec, device, times):
-            _, summary = train(new_model(spec, data, args.quick), data, settings, device, scratch, "fig7")
-        print(f"    test accuracy {100 * summary['test_accuracy']:.2f}% (study {100 * study:.2f}%)", flush=True)
+        print(f"  {spec}")
+        with stage("train", device, times):
+            model = new_model(spec, data, args.quick)
+            log, summary = train(model, data, settings, device, scratch, f"fig7_{run}")
+        finished = log["seconds"].dropna()
+        print(f"    {len(data.train) * len(finished) / finished.sum():,.1f} images/s over {len(finished)} epochs; "
+              f"test accuracy {100 * summary['test_accuracy']:.2f} % (study {100 * study:.2f} %)", flush=True)
+        files = fig7_analyses(model, data, cfg, device, scratch / f"fig7_{run}", summary, times)
+        log.to_csv(files["train_log.csv"], index=False)
+        members.append({"run": f"fig7_{run}", "seed": 0, "model": spec, "files": files})
+        results.append((spec, summary["test_accuracy"], study, times))
+    out = Path(args.out)
+    with stage("figure", device, {}):
+        table = figure_table(KINDS["pathway_probes"], members)
+        draw_figure("pathway_probes", table, str(out / "fig7.pdf"), str(out / "fig7.png"),
+                    title=f"Fig. 7 at full scale ({settings.epochs} epochs, {len(data.train)} training images)")
+    print(f"    wrote {out / 'fig7.pdf'} and {out / 'fig7.png'}")
+    print("\n| model | test accuracy | study | " + " | ".join(f"{k} s" for k in results[0][3]) + " |")
+    print("|---|---:|---:|" + "---:|" * len(results[0][3]))
+    for spec, acc, study, times in results:
+        print(f"| {spec} | {100 * acc:.2f} % | {100 * study:.2f} % | " + " | ".join(f"{t:.1f}" for t in times.values()) + " |")
+
+
+def fig7_analyses(model, data: Dataset, cfg: dict, device, folder: Path, summary: dict, times: dict) -> dict:
+    """Dump, probes and CKA with the output of one Fig. 7 model; returns the per-run files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: str(folder / name) for name in ("train_log.csv", "probes.csv", "cka_output.csv")}
+    h5, act = folder / "activations.h5", cfg["activations"]
+    attrs = {"seed": 0, "resolution": data.resolution, "test_accuracy": float(summary["test_accuracy"])}
+    with stage("dump", device, times):
+        dump_activations(model, data, h5, attrs=attrs, reduction=act["reduction"], batch_size=act["batch_size"],
+                         device=str(device), progress=False)
+    print(f"    dump {(len(data.train) + len(data.test)) / times['dump']:,.1f} images/s, "
+          f"{h5.stat().st_size / 2**30:.2f} GiB")
+    with stage("probes", device, times):
+        probe_table(h5, device=str(device), progress=False, **cfg["probes"]).to_csv(files["probes.csv"], index=False)
+    with stage("cka_output", device, times):
+        cka_output_table(h5, split=cfg["cka"]["split"], debiased=cfg["cka"]["debiased"]).to_csv(files["cka_output.csv"], index=False)
+    h5.unlink()
+    return files
 
 
 def main() -> None:
@@ -180,14 +237,16 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     start, times = time.perf_counter(), {}
     with stage("load CIFAR-10 image folder", device, times):
-        data = load_dataset("imagefolder", root=args.root, resolution=32, max_per_class=20 if args.quick else None)
+        data = load_dataset("imagefolder", root=args.root, resolution=32,
+                            max_per_class=20 if args.quick else args.max_per_class)
     print(f"    {len(data.train)} train / {len(data.test)} test images, {data.num_classes} classes")
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        vgg = training_throughput(data, cfg, device, Path(tmp), args)
-        if vgg is not None:
-            analysis_stages(vgg, data, cfg, device, Path(tmp), args)
+        if not args.skip_throughput:
+            vgg = training_throughput(data, cfg, device, Path(tmp), args)
+            if vgg is not None:
+                analysis_stages(vgg, data, cfg, device, Path(tmp), args)
         if args.fig7:
-            fig7_accuracy(data, cfg, device, Path(tmp), args)
+            fig7_full_scale(data, cfg, device, Path(tmp), args)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

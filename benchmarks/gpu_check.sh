@@ -6,8 +6,12 @@
 #
 #   mkdir -p device_data && tar -xzf ../shared/data/cifar10-jpg.tar.gz -C device_data/
 #   benchmarks/gpu_check.sh                  # the check (prints numbers, writes nothing kept)
-#   benchmarks/gpu_check.sh --fig7           # + 30-epoch Fig. 7 accuracies vs the study's (~minutes more)
+#   benchmarks/gpu_check.sh --fig7           # + Fig. 7 at full scale: both MPNet2 models, 30 epochs on the
+#                                            #   full CIFAR-10, dump, probes, CKA, the figure (out/fig7.pdf);
+#                                            #   stage times, images/s, peak GPU memory, accuracy vs the study's
 #   benchmarks/gpu_check.sh --quick          # tiny sizes: a smoke run that also works on a CPU
+#   benchmarks/gpu_check.sh --fig7 --skip-throughput --epochs 1 --max-per-class 10 [--quick]
+#                                            # the Fig. 7 path end to end on a CPU (--quick: narrow widths)
 #
 # Environment: PYTHON (default python3), FLOWPROBE_DEVICE_DATA (default device_data).
 set -euo pipefail

@@ -47,3 +47,12 @@ def test_diverged_run_keeps_its_last_finished_accuracy_and_is_marked(tmp_path):
     assert final_test_accuracy(good["files"]["train_log.csv"]) == (0.50, False)
     label = accuracy_label(figure_table(KINDS["pathway_probes"], [good, bad]))
     assert "DIVERGED (1 of 2 seeds)" in label
+
+
+def test_kind_given_by_name_or_registry_entry(tmp_path):
+    members = [member(tmp_path, "a", 0, [0.2, 0.3, 0.4], [row(1, 0.30)])]
+    by_name, by_kind = figure_table("layer_probes", members), figure_table(KINDS["layer_probes"], members)
+    pd.testing.assert_frame_equal(by_name, by_kind)
+    pd.testing.assert_frame_equal(summarise("layer_probes", by_name), summarise(KINDS["layer_probes"], by_kind))
+    with pytest.raises(KeyError, match="registered kinds"):
+        figure_table("violin", members)

@@ -78,13 +78,17 @@ DEFAULTS: dict = {
 # minutes. It finds shape, dtype, wiring and memory-per-image errors at the real sizes; its numbers
 # mean nothing. The overlay below is the only place that says what smoke mode changes. Its lr is
 # small because one step at lr 0.1 leaves the batch-norm running statistics so far from the new
-# weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode.
+# weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode. Backward passes
+# take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 160 px keeps ~1.8 GB of activations per image
+# for the backward pass, so a batch of 20 was killed for memory on a 23 GB machine (2 images per
+# class × 10 classes stays an even count, so no batch norm ever sees a batch of one).
 SMOKE_PER_CLASS = 2
-SMOKE_RUN = {"max_per_class": SMOKE_PER_CLASS, "train": {"epochs": 1, "lr": 1e-3}}
+SMOKE_BATCH = 2
+SMOKE_RUN = {"max_per_class": SMOKE_PER_CLASS, "train": {"epochs": 1, "lr": 1e-3, "batch_size": SMOKE_BATCH}}
 SMOKE_ANALYSES = {
     "activations": {"max_per_class": SMOKE_PER_CLASS},
     "probes": {"l2_grid": [1e-2], "max_iter": 10},
-    "gradients": {"max_batches": 1},
+    "gradients": {"batch_size": SMOKE_BATCH, "max_batches": 1},
 }
 
 
@@ -225,7 +229,7 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     from flowprobe.models import build_model
 
     try:
-        with torch.device("meta"), _SkipRandomInit():
+        with torch.device("meta"), _skip_random_init():
             build_model(spec, 10, in_channels=channels, input_size=size, **json.loads(options))
     except FlowprobeError as err:
         return f": {err}"
@@ -234,10 +238,9 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     return None
 
 
-
-def _skip_random_init_mode():
-    """A torch function mode that makes in-place random init a no-op (defined lazily: torch is
-    imported only when models are checked)."""
+def _skip_random_init():
+    """A torch function mode under which in-place random init is a no-op (the class is defined
+    here, not at module level, because torch is imported only when models are checked)."""
     import torch
 
     class SkipRandomInit(torch.overrides.TorchFunctionMode):
@@ -252,8 +255,4 @@ def _skip_random_init_mode():
                 return args[0] if args else (kwargs or {})["tensor"]
             return func(*args, **(kwargs or {}))
 
-    return SkipRandomInit
-
-
-def _SkipRandomInit():  # noqa: N802  (used like a class: `with _SkipRandomInit():`)
-    return _skip_random_init_mode()()
+    return SkipRandomInit()

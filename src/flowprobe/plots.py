@@ -254,7 +254,7 @@ def ablation_bars(table: pd.DataFrame, title: str):
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     handles = {p: matplotlib.patches.Patch(color=pathway_color(p)) for p in dict.fromkeys(table["pathway"])}
-    fig.legend(handles.values(), [pathway_name(p) + " removed" for p in handles], loc="outside upper center",
+    fig.legend(handles.values(), [pathway_name(p) + " removed" for p in handles], loc="outside lower center",
                ncol=len(handles), fontsize=8, frameon=False)
     _suptitle(fig, title, 4.5 * len(runs))
     return fig

@@ -46,22 +46,30 @@ def merge_point_tables(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return merged
 
 
+def _kind(kind: FigureKind | str) -> FigureKind:
+    """A registered kind from its name (the registry imports this module, hence the late import)."""
+    from flowprobe.figures import figure_kind
+
+    return figure_kind(kind) if isinstance(kind, str) else kind
+
+
 def first_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """One run's rows are its single analysis file as written (heatmap cells, ablation targets)."""
     return frames[0]
 
 
-def figure_table(kind: FigureKind, members: list[dict]) -> pd.DataFrame:
+def figure_table(kind: FigureKind | str, members: list[dict]) -> pd.DataFrame:
     """Long table of a figure.
 
     Args:
-        kind: the figure's kind (`flowprobe.figures.KINDS`): which files, which table builder.
+        kind: the figure's kind or its name (`flowprobe.figures.KINDS`): which files, which builder.
         members: one dict per run × seed: {run, seed, model, files: {file name: path}}.
 
     Returns:
         The rows of every member (built by `kind.table`), led by run, seed, model, the run's
         final test accuracy and whether it diverged.
     """
+    kind = _kind(kind)
     rows = []
     for member in members:
         files = member["files"]
@@ -80,16 +88,18 @@ def figure_table(kind: FigureKind, members: list[dict]) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def summarise(kind: FigureKind, table: pd.DataFrame) -> pd.DataFrame:
+def summarise(kind: FigureKind | str, table: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of a figure table's values (std is NaN for a single seed).
 
     Args:
-        kind: the figure's kind; its summary_keys group the rows, its summary_values are averaged.
+        kind: the figure's kind or its name; its summary_keys group the rows, its summary_values
+            are averaged.
         table: the figure table of `figure_table`.
 
     Returns:
         One row per group: n_seeds, then <value>_mean and <value>_std per value and test accuracy.
     """
+    kind = _kind(kind)
     keys, values = list(kind.summary_keys), list(kind.summary_values)
     grouped = table.groupby(keys, sort=False, dropna=False)
     out = grouped[[*values, "test_accuracy"]].agg(["mean", "std"])
