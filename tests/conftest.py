@@ -95,12 +95,24 @@ def _write_images(folder: Path, classes, per_class: int, shape, suffix: str, see
         PIL.Image.fromarray(image.transpose(1, 2, 0)).save(target / f"{classes[label]}_{i:04d}{suffix}", quality=95)
 
 
-def write_imagenette(root: Path) -> Path:
-    tree = root / "imagenette2-160"
+IMAGENETTE_FOLDERS = {"160px": "imagenette2-160", "320px": "imagenette2-320", "full": "imagenette2"}
+
+
+def write_imagenette(root: Path, variants=("160px",)) -> Path:
+    """ImageNette trees of the given size variants (the folders torchvision extracts them to)."""
     wnids = sorted(tvd.Imagenette._WNID_TO_CLASS)
-    _write_images(tree / "train", wnids, 3, SHAPES["imagenette"], ".JPEG", seed=0)
-    _write_images(tree / "val", wnids, 2, SHAPES["imagenette"], ".JPEG", seed=1)
+    for variant in variants:
+        tree = root / IMAGENETTE_FOLDERS[variant]
+        _write_images(tree / "train", wnids, 3, SHAPES["imagenette"], ".JPEG", seed=0)
+        _write_images(tree / "val", wnids, 2, SHAPES["imagenette"], ".JPEG", seed=1)
     return root
+
+
+def write_paper_data(root: Path) -> Path:
+    """Every data set config.yaml's runs read: CIFAR-10, MNIST, ImageNette 160px and 320px."""
+    write_cifar10(root)
+    write_mnist(root)
+    return write_imagenette(root, variants=("160px", "320px"))
 
 
 def write_imagefolder(root: Path) -> Path:

@@ -138,12 +138,12 @@ def recompute_before_bn(module, x):
     with its own layers, written out per unit type."""
     if isinstance(module, (ConvUnit, LinearUnit)):
         return [(module.tap.point.name, module[0](x))]
-    if isinstance(module, BasicBlock):  # the add point: the branch's second conv, before BN and the add
-        return [(module.tap.point.name, module.conv(module.first(x)))]
-    if isinstance(module, DenseLayer):  # bottleneck 1x1 conv; the concatenation: the new-feature 3x3 conv
+    if isinstance(module, BasicBlock):  # the branch point: the branch's second conv, before BN and the add
+        return [(module.branch_tap.point.name, module.conv(module.first(x)))]
+    if isinstance(module, DenseLayer):  # bottleneck 1x1 conv; the new features: the 3x3 conv
         neck = module.bottleneck
         return [(neck.tap.point.name, neck.conv1(neck.relu1(neck.bn1(x)))),
-                (module.tap.point.name, module.conv2(neck(x)))]
+                (module.new_tap.point.name, module.conv2(neck(x)))]
     if isinstance(module, torch.nn.Sequential) and hasattr(module, "pool") and hasattr(module, "tap"):
         return [(module.tap.point.name, module.conv(module.relu(module.bn(x))))]  # DenseNet transition
     return []
@@ -170,7 +170,7 @@ def unit_outputs_before_bn(model, x):
 
 
 @pytest.mark.parametrize("spec, options", [
-    ("MPNet1(1:3x3, 2:5x5)", {"widths": (4, 4, 8, 8)}),  # add merges: no pre-BN output
+    ("MPNet1(1:3x3, 2:5x5)", {"widths": (4, 4, 8, 8)}),  # merges: no pre-BN output
     ("VGG16", {"widths": (2, 3, 4, 4, 4), "fc_width": 5}),  # 2×2 maps upsampled to 4×4, a linear unit
     ("ResNet18", {"widths": (2, 3, 4, 4)}),
     ("DenseNet18", {"growth_rate": 2, "init_features": 4}),
@@ -191,9 +191,9 @@ def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, opt
             assert np.allclose(stored, expected[name].numpy(), atol=1e-5), name
         without = [p.name for p in probe_points(net) if p.name not in expected]
         assert all(f"prebn/{name}" not in h5 for name in without)
-        # only the MPNet's add merges lack a conv of their own (ResNet adds: the branch's 2nd conv)
-        mpnet_adds = [p.name for p in probe_points(net) if p.kind == "add" and spec.startswith("MPNet")]
-        assert bool(h5.attrs["prebn"]) and without == mpnet_adds
+        # only merges (adds, concatenations) lack a conv of their own
+        merges = [p.name for p in probe_points(net) if p.kind in ("add", "concat")]
+        assert bool(h5.attrs["prebn"]) and without == merges
 
 
 def test_float16_and_compressed_dumps_hold_the_same_features(tmp_path, model, tiny, dumped):

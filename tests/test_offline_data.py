@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHAPES, write_cifar10, write_imagenette, write_mnist
+from conftest import SHAPES, write_paper_data
 
 from flowprobe.config import load_config
 from flowprobe.data import load_dataset
@@ -26,10 +26,9 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def archives_root(tmp_path_factory):
-    """One data_root holding the extracted CIFAR-10, MNIST and ImageNette 160px archives."""
+    """One data_root holding the extracted CIFAR-10, MNIST and ImageNette (160px, 320px) archives."""
     root = tmp_path_factory.mktemp("data_root")
-    for write in (write_cifar10, write_mnist, write_imagenette):
-        write(root)
+    write_paper_data(root)
     return root
 
 

@@ -22,8 +22,11 @@ def test_table_follows_the_resolution():
     small = points_table("torchvision:resnet18", 32).set_index("probe_point")
     large = points_table("torchvision:resnet18", 224).set_index("probe_point")
     assert small.loc["layer4.1.add", "shape"] == "512x1x1" and large.loc["layer4.1.add", "shape"] == "512x7x7"
-    trunk_border = [t.index[t.border_layer & (t.pathway == "trunk")].tolist() for t in (small, large)]
-    assert trunk_border == [["layer1.1.add"], ["layer4.0.add"]]  # first trunk input field >= 32 / >= 224
+    # the largest field of the trunk reaches 32 / 224 px at these adds; the identity skips keep the
+    # smallest field at the stem's, so by the smallest-field rule (border_layer) there is no border
+    largest = [t.index[t.border_layer_max & (t.pathway == "trunk")].tolist() for t in (small, large)]
+    assert largest == [["layer1.1.add"], ["layer4.0.add"]]
+    assert not small.border_layer.any() and not large.border_layer.any()
 
 
 def test_bad_spec_is_one_line_and_exit_2(capsys):

@@ -9,7 +9,7 @@ import h5py
 import pandas as pd
 import pytest
 import yaml
-from conftest import write_cifar10, write_imagenette, write_mnist
+from conftest import write_paper_data
 from snakemake_stats import job_stats
 
 from flowprobe.config import SMOKE_PER_CLASS, load_config
@@ -27,8 +27,7 @@ def paper_config() -> dict:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    for write in (write_cifar10, write_mnist, write_imagenette):
-        write(data)
+    write_paper_data(data)
     work = tmp_path_factory.mktemp("smoke")
     cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", str(work), "--cores", "2",
            "--config", "smoke=true", f"data_root={data}", "download=false"]

@@ -71,9 +71,9 @@ def prebn_modules(model: nn.Module) -> dict[str, nn.Module]:
     Conv2d/Linear registered before the Tap among the direct children of the module holding
     it, with no other Tap in between (units register their layers in forward order).
 
-    Conv/linear units get their conv or fc; a ResNet block's add point its branch's second
-    conv (before BN and the add); a DenseNet layer's concatenation its new-feature 3x3 conv.
-    Taps with no such layer (MPNet add merges, the MLP's add) have none.
+    Conv/linear units get their conv or fc; a ResNet block's `branch` point its second conv
+    (before BN and the add); a DenseNet layer's `new` point its 3x3 conv. Merges (adds and
+    concatenations) have no layer of their own and get none.
     """
     found = {}
     for parent in model.modules():

@@ -20,7 +20,7 @@ from flowprobe.models import build_model, probe_points, receptive_fields
 NAME = "points"
 HELP = "print the probe points, pathways and receptive fields of a model spec"
 COLUMNS = ["probe_point", "stage", "block", "pathway", "position", "kind", "shape", "receptive_field",
-           "receptive_field_min", "jump", "border_layer", "border_layer_min"]
+           "receptive_field_min", "jump", "border_layer", "border_layer_max"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
