@@ -102,12 +102,8 @@ rule gradients:
     output:
         csv=run_file("gradients.csv"),
     params:
-        run=data_params,
+        **RUN_DATA,
         gradients=config["gradients"],
-        seed=lambda w: int(w.seed),
-        data_root=config["data_root"],
-        download=config["download"],
-        device=config["device"],
     log:
         log_file("gradients"),
     benchmark:
@@ -130,13 +126,9 @@ rule ablation:
     output:
         csv=run_file("ablation.csv"),
     params:
-        run=data_params,
+        **RUN_DATA,
         ablation=config["ablation"],
         depth_ratio=config["verdicts"]["depth_ratio"],
-        seed=lambda w: int(w.seed),
-        data_root=config["data_root"],
-        download=config["download"],
-        device=config["device"],
     log:
         log_file("ablation"),
     benchmark:

@@ -1,10 +1,9 @@
 # Config validation, paths and every input/param function of the workflow.
-import os
 import re
 import sys
 from pathlib import Path
 
-# The library lives in this checkout; make it importable even without `pip install -e .`.
+# The library lives in this checkout; the parse imports it from here, as the jobs do.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 import yaml
@@ -31,10 +30,8 @@ if workflow.is_main_process:  # once per invocation (dry runs too), not in every
 
     sys.stderr.write(startup_report(config))
 
-# Jobs import flowprobe from this checkout, whatever environment runs them (venv, conda, Slurm).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH", "")] if p
-)
+# Jobs import flowprobe from this checkout too, whatever environment runs them (venv, conda,
+# Slurm): every script starts with `import _checkout` (workflow/scripts/_checkout.py).
 
 RUN_DIR = "results/runs/{run}/seed{seed}"
 ENV = "../../envs/flowprobe.yaml"
@@ -91,6 +88,34 @@ def data_params(wildcards):
 def train_params(wildcards):
     """Every train setting of a run (defaults filled in by load_config)."""
     return run_cfg(wildcards)["train"]
+
+
+def seed_of(wildcards):
+    """The seed of a run × seed job, as an integer."""
+    return int(wildcards.seed)
+
+
+# What every job that loads a run's data gets: the run's data/model settings, its seed, where
+# the data lives and the device. Defined once, spread into the rules' params (`**RUN_DATA`).
+RUN_DATA = dict(
+    run=data_params,
+    seed=seed_of,
+    data_root=config["data_root"],
+    download=config["download"],
+    device=config["device"],
+)
+
+
+def activations_h5():
+    """activations.h5 of a run; a temp() file (deleted once all its readers ran) when
+    keep_activations is false."""
+    path = run_file("activations.h5")
+    return path if config["keep_activations"] else temp(path)
+
+
+def activations_params(wildcards):
+    """The dump's settings; pre-BN maps are stored when saturation reads them."""
+    return {**config["activations"], "prebn": config["saturation"]["source"] == "prebn_nearest4"}
 
 
 def members(runs, names):

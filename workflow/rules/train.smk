@@ -4,12 +4,8 @@ rule train:
         model=run_file("model.pt"),
         train_log=run_file("train_log.csv"),
     params:
-        run=data_params,
+        **RUN_DATA,
         train=train_params,
-        seed=lambda w: int(w.seed),
-        data_root=config["data_root"],
-        download=config["download"],
-        device=config["device"],
     log:
         log_file("train"),
     benchmark:
@@ -35,11 +31,7 @@ rule import_checkpoint:
         model=run_file("model.pt"),
         train_log=run_file("train_log.csv"),
     params:
-        run=data_params,
-        seed=lambda w: int(w.seed),
-        data_root=config["data_root"],
-        download=config["download"],
-        device=config["device"],
+        **RUN_DATA,
     log:
         log_file("import_checkpoint"),
     benchmark:

@@ -1,4 +1,5 @@
 """Accuracy with every bypassable unit removed, optionally fine-tuned; non-dominant summary row (see workflow/rules/analysis.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.analysis.ablation import FineTune, ablation_table
 from flowprobe.data import Batches
 from flowprobe.workflow import load_trained, run_data, start_job

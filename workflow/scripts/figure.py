@@ -1,4 +1,5 @@
 """Draw results/figures/{figure}.pdf and .png from its table."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 import pandas as pd
 
 from flowprobe.plots import draw_figure

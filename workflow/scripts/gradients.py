@@ -1,4 +1,5 @@
 """Mean |gradient| per probe point of the trained model (see workflow/rules/analysis.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from itertools import islice
 
 from flowprobe.analysis.gradients import gradient_table

@@ -1,9 +1,10 @@
 """model.pt and train_log.csv of a run from its checkpoint (see workflow/rules/train.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.imported import import_checkpoint
-from flowprobe.workflow import run_data, setup_logging
+from flowprobe.workflow import run_data, start_job
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
-log = setup_logging(sm.log[0], sm.threads)
+log = start_job(sm)
 p = sm.params
 data = run_data(p.run, p.data_root, p.download)
 accuracy = import_checkpoint(sm.input.checkpoint, p.run, data, p.seed, sm.output.model, sm.output.train_log,

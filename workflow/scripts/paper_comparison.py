@@ -1,4 +1,5 @@
 """The paper's values and claims beside the measured ones (see workflow/rules/comparison.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 import pandas as pd
 
 from flowprobe.comparison import paper_comparison

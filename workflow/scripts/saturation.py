@@ -1,4 +1,5 @@
 """Saturation per probe point (see workflow/rules/analysis.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.analysis.saturation import saturation_table
 from flowprobe.workflow import start_job
 

@@ -1,4 +1,5 @@
 """Aggregate the analyses of a figure's runs into results/tables/{figure}.csv (+ mean ± std summary)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.figures import figure_kind
 from flowprobe.tables import figure_table, summarise
 from flowprobe.workflow import start_job

@@ -1,4 +1,5 @@
 """Train one run × seed (see workflow/rules/train.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from pathlib import Path
 
 from flowprobe.train import TrainSettings, train_model

@@ -1,4 +1,5 @@
 """Verdicts over every run of the config (see workflow/rules/comparison.smk)."""
+import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.tables import figure_table
 from flowprobe.verdicts import verdict_table
 from flowprobe.workflow import start_job
