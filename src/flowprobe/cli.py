@@ -12,7 +12,7 @@ import sys
 from flowprobe.errors import FlowprobeError
 
 # Subcommand modules under flowprobe.commands, in the order `flowprobe --help` lists them.
-COMMANDS: list[str] = []
+COMMANDS: list[str] = ["predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:
