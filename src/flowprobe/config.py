@@ -92,6 +92,7 @@ def load_config(raw: dict) -> dict:
         raise _schema_error(jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0])
     config = deep_merge(DEFAULTS, raw)
     config["runs"] = {name: _run_with_defaults(config["defaults"], run) for name, run in raw["runs"].items()}
+    _expand_derived_runs(config)
     for name, run in config["runs"].items():
         _check_run(name, run)
     for name, fig in config["figures"].items():
@@ -150,3 +151,10 @@ def _meta_forward(run: dict, channels: int, size: int) -> None:
         model = build_model(run["model"], 10, in_channels=channels, input_size=size, **run["model_options"])
         model(torch.zeros(2, channels, size, size))
 
+
+def _expand_derived_runs(config: dict) -> None:
+    """Resolution sweeps, then pruned retrains, become ordinary runs (see flowprobe.sweep)."""
+    from flowprobe.sweep import expand_pruned, expand_resolutions
+
+    config["runs"], config["figures"] = expand_resolutions(config["runs"], config["figures"])
+    config["runs"], config["figures"] = expand_pruned(config["runs"], config["figures"])

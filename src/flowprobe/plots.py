@@ -190,6 +190,10 @@ def draw_figure(kind: str, table: pd.DataFrame, pdf: str, png: str, *, title: st
         fig = _heatmaps(table, title)
     elif kind == "ablation":
         fig = _ablation_bars(table, title)
+    elif kind in ("resolution_sweep", "prune"):
+        from flowprobe import sweep_plots  # it draws with this module's panels
+
+        fig = getattr(sweep_plots, f"{kind}_figure")(table, title)
     else:
         raise ValueError(f"unknown figure kind {kind!r}")
     fig.tight_layout()

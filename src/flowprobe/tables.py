@@ -20,6 +20,8 @@ FIGURE_INPUTS = {
     "cka_output": ["probes.csv", "cka_output.csv"],
     "cka_pathways": ["cka_pathways.csv"],
     "ablation": ["ablation.csv"],
+    "resolution_sweep": ["probes.csv"],
+    "prune": ["cost.csv"],
 }
 
 
@@ -58,6 +60,7 @@ def figure_table(kind: str, members: list[dict]) -> pd.DataFrame:
             "model": member["model"],
             "test_accuracy": accuracy,
             "diverged": diverged,
+            "resolution": member.get("resolution"),
         }
         for i, (col, value) in enumerate(label.items()):
             table.insert(i, col, value)
@@ -75,6 +78,8 @@ SUMMARY = {
     "cka_output": (POINT_KEYS, ["test_acc", "cka"]),
     "cka_pathways": (["run", "model", "layer_a", "layer_b"], ["cka"]),
     "ablation": (["run", "model", "target", "pathway"], ["accuracy", "delta"]),
+    "resolution_sweep": ([*POINT_KEYS, "resolution"], ["test_acc", "train_acc"]),
+    "prune": (["run", "model", "resolution", "variant", "full_run"], ["params", "flops", "train_acc", "seconds_per_epoch"]),
 }
 
 

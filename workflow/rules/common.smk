@@ -66,6 +66,7 @@ def members(runs, names):
             "run": run,
             "seed": seed,
             "model": config["runs"][run]["model"],
+            "resolution": config["runs"][run]["resolution"],
             "files": {n: run_file(n).format(run=run, seed=seed) for n in names},
         }
         for run in runs
@@ -92,4 +93,16 @@ def figure_inputs(wildcards):
 
 def all_targets():
     """Every figure of the config and the verdict table."""
-    return [f"results/figures/{name}.pdf" for name in config["figures"]] + ["results/tables/verdicts.csv"]
+    return [f"results/figures/{name}.pdf" for name in config["figures"]] + [
+        "results/tables/verdicts.csv", "results/tables/prediction_quality.csv"]
+
+
+# Resolution sweeps and pruned retrains (workflow/rules/sweep.smk).
+def run_resolutions(wildcards=None):
+    """{run: input resolution} of every run (prediction_quality groups by it)."""
+    return {name: run["resolution"] for name, run in config["runs"].items()}
+
+
+def run_pruned(wildcards):
+    """The `pruned` record ({run, from, removed}) of a pruned retrain, None for a full run."""
+    return run_cfg(wildcards).get("pruned")
