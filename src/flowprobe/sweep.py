@@ -162,4 +162,6 @@ def prediction_quality(verdicts: pd.DataFrame, resolutions: dict[str, int]) -> p
     counts.insert(5, "outcome", outcome.map({True: "agree", False: "disagree"}))
     counts.loc[counts["observed"] == "undecided", "outcome"] = "undecided"
     totals = counts.groupby(["verdict", "resolution"])["count"].transform("sum")
-    return counts.assign(share=counts["count"] / totals)
+    order = counts["resolution"].map(lambda r: float("inf") if r == "all" else int(r))
+    counts = counts.assign(share=counts["count"] / totals, _order=order)
+    return counts.sort_values(["verdict", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)

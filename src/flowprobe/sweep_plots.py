@@ -62,6 +62,11 @@ def resolution_sweep_figure(table: pd.DataFrame, title: str):
     return fig
 
 
+def _count(n: float) -> str:
+    """1234 -> '1.2k', 14858570 -> '14.86M'."""
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
 def prune_figure(table: pd.DataFrame, title: str):
     """Test accuracy vs FLOPs: one marker per run (error bars: std over seeds), full → pruned arrows."""
     runs = table.groupby(["run", "variant", "full_run"], sort=False).agg(
@@ -74,9 +79,9 @@ def prune_figure(table: pd.DataFrame, title: str):
         ax.errorbar(part["flops"], 100 * part["acc"], yerr=100 * part["acc_std"].fillna(0), fmt=marker,
                     color=color, ms=7, capsize=3, label=f"{variant} model", ls="none")
     for _, row in runs.iterrows():
-        ax.annotate(f"{row['run']}\n{row['params'] / 1e6:.2f} M params", (row["flops"], 100 * row["acc"]),
-                    fontsize=7, xytext=(4, 4), textcoords="offset points")
-    for full_run, pair in runs.groupby("full_run", sort=False):
+        ax.annotate(f"{row['run']}\n{_count(row['params'])} params", (row["flops"], 100 * row["acc"]),
+                    fontsize=6, xytext=(4, 4), textcoords="offset points")
+    for _full_run, pair in runs.groupby("full_run", sort=False):
         full, pruned = pair[pair["variant"] == "full"], pair[pair["variant"] == "pruned"]
         if len(full) and len(pruned):
             ax.annotate("", xy=(pruned["flops"].iloc[0], 100 * pruned["acc"].iloc[0]),
