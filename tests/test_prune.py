@@ -5,7 +5,7 @@ import torch
 
 from flowprobe.errors import ConfigError, ModelSpecError
 from flowprobe.models import build_model, probe_points
-from flowprobe.prune import model_cost, predicted_pathway_roles, pruned_architecture
+from flowprobe.prune import model_cost, observed_architecture, predicted_pathway_roles, pruned_architecture
 
 CLASSES = 10
 
@@ -122,3 +122,16 @@ def test_pruned_models_run_forward():
     for spec, options in (("VGG16", {"keep_convs": 6}), ("ResNet18", {"blocks": [2, 2, 1, 0]})):
         model = build_model(spec, CLASSES, widths=[2] * (5 if spec == "VGG16" else 4), **options).eval()
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, CLASSES)
+
+
+def test_observed_architecture_from_probe_tables():
+    import pandas as pd
+
+    from flowprobe.models import receptive_fields
+
+    model = build_model("VGG16", CLASSES, widths=[2] * 5)
+    points = receptive_fields(model, 32)
+    acc = [0.2, 0.3, 0.35, 0.4, 0.45, 0.46, 0.47, 0.5, 0.5, 0.49, 0.48, 0.47, 0.46, 0.45]  # peaks at conv8
+    seeds = [points.assign(seed=s, test_acc=[a + 0.001 * s for a in acc]) for s in (0, 1)]
+    arch = observed_architecture(pd.concat(seeds), "VGG16", {"widths": [2] * 5}, 32)
+    assert arch["model_options"]["keep_convs"] == 8 and arch["removed"][0] == "conv9"

@@ -25,7 +25,7 @@ from flowprobe.errors import ConfigError
 from flowprobe.models import build_model, parse_mpnet
 from flowprobe.models.resnet import BLOCKS
 from flowprobe.predict import predict_layers
-from flowprobe.verdicts import DEPTH_RATIO
+from flowprobe.verdicts import DEPTH_RATIO, LAYER_TOL, PATHWAY_TOL, layer_verdicts, pathway_verdicts
 
 PRUNABLE = ("VGG16", "ResNet18", "ResNet34", "MPNet{K}(...)")
 
@@ -94,6 +94,38 @@ def pruned_architecture(spec: str, model_options: dict, resolution: int, in_chan
     options["blocks"] = kept = _kept_blocks(spec, options, layers, gone)
     dropped = [0 <= stage < len(kept) and block >= kept[stage] for stage, block in zip(layers["stage"], layers["block"])]
     return {"model": spec, "model_options": options, "removed": _removed(layers, dropped)}
+
+
+def seed_mean_points(probes: pd.DataFrame) -> pd.DataFrame:
+    """Probe points of one run in forward order with test_acc averaged over seeds."""
+    keys = [c for c in ("probe_point", "stage", "block", "pathway", "position", "kind", "input_receptive_field",
+                        "border_layer") if c in probes]
+    return probes.groupby(keys, sort=False, dropna=False)["test_acc"].mean().reset_index()
+
+
+def last_productive_layer(points: pd.DataFrame, resolution: int, tol: float = LAYER_TOL) -> int | None:
+    """Index (forward order) of the last probe point whose accuracy beats every earlier one by more
+    than `tol` (not an observed `tail` in flowprobe.verdicts); None if there is none."""
+    productive = (~layer_verdicts(points.reset_index(drop=True), resolution, tol)["tail_observed"]).to_numpy()
+    return int(productive.nonzero()[0][-1]) if productive.any() else None
+
+
+def observed_architecture(probes: pd.DataFrame, spec: str, model_options: dict, resolution: int,
+                          in_channels: int = 3, layer_tol: float = LAYER_TOL,
+                          pathway_tol: float = PATHWAY_TOL) -> dict | None:
+    """`pruned_architecture` from a trained run's probes (probes.csv rows of all its seeds).
+
+    Sequential nets keep everything up to the observed last productive layer; MPNets lose the
+    pathways observed non-dominant (verdicts' gain rule on seed-mean accuracies).
+    """
+    points = seed_mean_points(probes)
+    if spec.startswith("MPNet"):
+        roles = pathway_verdicts(points, pathway_tol)
+        return pruned_architecture(spec, model_options, resolution, in_channels,
+                                   roles=dict(zip(roles["pathway"], roles["observed"])))
+    index = last_productive_layer(points, resolution, layer_tol)
+    last = points.loc[index if index is not None else 0, "probe_point"]
+    return pruned_architecture(spec, model_options, resolution, in_channels, last_productive=last)
 
 
 def _kept_blocks(spec: str, options: dict, layers: pd.DataFrame, gone) -> list[int]:

@@ -19,7 +19,7 @@ import copy
 import pandas as pd
 
 from flowprobe.errors import ConfigError, FlowprobeError
-from flowprobe.verdicts import LAYER_TOL, layer_verdicts
+from flowprobe.verdicts import LAYER_TOL
 
 PRUNED_SUFFIX = "_pruned"
 
@@ -114,20 +114,20 @@ def sweep_borders(table: pd.DataFrame, tol: float = LAYER_TOL) -> pd.DataFrame:
         Columns run, model, resolution, n_points, border_layer, border_index,
         last_productive, last_productive_index.
     """
+    from flowprobe.prune import last_productive_layer, seed_mean_points
+
     rows = []
     for run, group in table.groupby("run", sort=False):
-        keys = ["probe_point", "stage", "block", "pathway", "position", "kind", "input_receptive_field", "border_layer"]
-        points = group.groupby(keys, sort=False, dropna=False)["test_acc"].mean().reset_index()
+        points = seed_mean_points(group)
         resolution = int(group["resolution"].iloc[0])
-        verdicts = layer_verdicts(points, resolution, tol)
-        productive = (~verdicts["tail_observed"]).to_numpy().nonzero()[0]
+        last = last_productive_layer(points, resolution, tol)
         border = points.index[points["border_layer"].astype(bool) & (points["kind"] != "linear")]
         rows.append({
             "run": run, "model": group["model"].iloc[0], "resolution": resolution, "n_points": len(points),
             "border_layer": points.loc[border[0], "probe_point"] if len(border) else None,
             "border_index": int(border[0]) if len(border) else None,
-            "last_productive": points.loc[productive[-1], "probe_point"] if len(productive) else None,
-            "last_productive_index": int(productive[-1]) if len(productive) else None,
+            "last_productive": points.loc[last, "probe_point"] if last is not None else None,
+            "last_productive_index": last,
         })
     return pd.DataFrame(rows).sort_values("resolution", kind="stable", ignore_index=True)
 
