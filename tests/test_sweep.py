@@ -119,7 +119,8 @@ def test_every_resolution_and_pruned_run_is_trained_and_probed(workdir):
     probes = pd.read_csv(runs / "vgg_r32_pruned" / "seed0" / "probes.csv")
     assert probes["probe_point"].tolist() == [f"conv{i}" for i in range(1, 7)] + ["fc1"]
     mp = pd.read_csv(runs / "mp_pruned" / "seed0" / "probes.csv")
-    assert set(mp["pathway"]) == {"trunk", "min"}  # the 5x5 pathway is gone
+    assert set(mp["pathway"]) == {"trunk", "p0"}  # the 5x5 pathway is gone; a lone pathway is p0
+    assert (mp["pathway"] == "p0").sum() == 4 and (mp["receptive_field"].diff().dropna() > 0).all()
     sweep = pd.read_csv(workdir / "results" / "tables" / "sweep.csv")
     assert sorted(sweep["resolution"].unique()) == [32, 64]
     borders = sweep[sweep["border_layer"]].groupby("resolution")["probe_point"].first()
