@@ -13,6 +13,7 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/comparison.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:

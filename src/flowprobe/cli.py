@@ -12,7 +12,7 @@ import sys
 from flowprobe.errors import FlowprobeError
 
 # Subcommand modules under flowprobe.commands, in the order `flowprobe --help` lists them.
-COMMANDS: list[str] = ["points", "disk"]
+COMMANDS: list[str] = ["points", "predict", "disk"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -148,6 +148,7 @@ def load_config(raw: dict, check_models: bool = True) -> dict:
         raise _schema_error(jsonschema.exceptions.best_match(errors) if len(errors) > 1 else errors[0])
     config = deep_merge(DEFAULTS, raw)
     config["runs"] = {name: _run_with_defaults(config["defaults"], run) for name, run in raw["runs"].items()}
+    _expand_derived_runs(config)
     if config["smoke"]:
         config = _smoke(config)
     for name, run in config["runs"].items():
@@ -256,3 +257,11 @@ def _skip_random_init():
             return func(*args, **(kwargs or {}))
 
     return SkipRandomInit()
+
+
+def _expand_derived_runs(config: dict) -> None:
+    """Resolution sweeps, then pruned retrains, become ordinary runs (see flowprobe.sweep)."""
+    from flowprobe.sweep import expand_pruned, expand_resolutions
+
+    config["runs"], config["figures"] = expand_resolutions(config["runs"], config["figures"])
+    config["runs"], config["figures"] = expand_pruned(config["runs"], config["figures"])

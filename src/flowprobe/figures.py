@@ -44,7 +44,8 @@ class FigureKind:
         table: builds one run's rows from the frames of `inputs` (a `flowprobe.tables` function).
         summary_keys: columns the mean ± std over seeds is grouped by.
         summary_values: columns averaged over seeds (test accuracy of the run is always added).
-        plot: name of the `flowprobe.plots` function drawing the figure from its table.
+        plot: the function drawing the figure from its table: a name in `flowprobe.plots`, or
+            "module:function" for a plotter elsewhere (e.g. `flowprobe.sweep_plots`).
         caption: what the figure shows, for the report.
     """
 
@@ -58,7 +59,8 @@ class FigureKind:
 
     def plotter(self) -> Callable:
         """The plotting function (imports matplotlib, so only when drawing)."""
-        return getattr(importlib.import_module("flowprobe.plots"), self.plot)
+        module, _, name = self.plot.rpartition(":")
+        return getattr(importlib.import_module(module or "flowprobe.plots"), name)
 
 
 KINDS: dict[str, FigureKind] = {
@@ -104,6 +106,21 @@ KINDS: dict[str, FigureKind] = {
             ("accuracy", "delta"), "ablation_bars",
             "Change of test accuracy (points) when one pathway is zeroed before its merge, per block and "
             "in every block at once ('all'); one colour per removed pathway.",
+        ),
+        FigureKind(
+            "resolution_sweep", ("probes.csv",), tables.merge_point_tables, (*POINT_KEYS, "resolution"),
+            ("test_acc", "train_acc"), "flowprobe.sweep_plots:resolution_sweep_figure",
+            "One run trained at several input resolutions: the probe curve per resolution with its "
+            "predicted border layer (dotted), and the predicted border layer against the last productive "
+            "layer observed in the probes, per resolution (docs/sweep_prune.md).",
+        ),
+        FigureKind(
+            "prune", ("cost.csv",), tables.first_table,
+            ("run", "model", "resolution", "variant", "full_run"),
+            ("params", "flops", "train_acc", "seconds_per_epoch"), "flowprobe.sweep_plots:prune_figure",
+            "Test accuracy against forward FLOPs per image for each full model and its pruned retrain "
+            "(the layers the border-layer and depth rules predict unproductive removed), one marker per "
+            "run, an arrow from full to pruned.",
         ),
     )
 }

@@ -81,6 +81,7 @@ def figure_table(kind: FigureKind | str, members: list[dict]) -> pd.DataFrame:
             "model": member["model"],
             "test_accuracy": accuracy,
             "diverged": diverged,
+            "resolution": member.get("resolution"),
         }
         for i, (col, value) in enumerate(label.items()):
             table.insert(i, col, value)

@@ -125,6 +125,7 @@ def members(runs, names):
             "run": run,
             "seed": seed,
             "model": config["runs"][run]["model"],
+            "resolution": config["runs"][run]["resolution"],
             "files": {n: run_file(n).format(run=run, seed=seed) for n in names},
         }
         for run in runs
@@ -163,8 +164,13 @@ def figure_inputs(wildcards):
 
 
 def all_targets():
-    """Every figure of the config, the verdict table and the comparison with the paper."""
-    tables = ["results/tables/verdicts.csv", "results/tables/paper_comparison.csv"]
+    """Every figure of the config, the verdict table, the comparison with the paper and the
+    prediction quality."""
+    tables = [
+        "results/tables/verdicts.csv",
+        "results/tables/paper_comparison.csv",
+        "results/tables/prediction_quality.csv",
+    ]
     return [f"results/figures/{name}.pdf" for name in config["figures"]] + tables
 
 
@@ -184,3 +190,14 @@ def comparison_members(wildcards):
 def comparison_inputs(wildcards):
     files = [path for member in comparison_members(wildcards) for path in member["files"].values()]
     return ["results/tables/verdicts.csv", *files]
+
+
+# Resolution sweeps and pruned retrains (workflow/rules/sweep.smk).
+def run_resolutions(wildcards=None):
+    """{run: input resolution} of every run (prediction_quality groups by it)."""
+    return {name: run["resolution"] for name, run in config["runs"].items()}
+
+
+def run_pruned(wildcards):
+    """The `pruned` record ({run, from, removed}) of a pruned retrain, None for a full run."""
+    return run_cfg(wildcards).get("pruned")

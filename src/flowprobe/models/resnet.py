@@ -56,19 +56,26 @@ def _block(c_in: int, width: int, stride: int, trace: Trace, s: int, b: int,
 
 
 def build_resnet(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
-                 widths=(64, 128, 256, 512), stem: str = "cifar") -> ResNet:
-    """ResNet18 or ResNet34; stage s > 0 halves the resolution in its first block."""
+                 widths=(64, 128, 256, 512), stem: str = "cifar", blocks=None) -> ResNet:
+    """ResNet18 or ResNet34; stage s > 0 halves the resolution in its first block.
+
+    `blocks` (4 integers >= 0, default the model's (2,2,2,2) or (3,4,6,3)) sets the blocks per
+    stage, e.g. a pruned net without its last blocks; the head follows the last block kept.
+    """
     widths = tuple(widths)
     if len(widths) != 4 or not all(isinstance(w, int) and w >= 1 for w in widths):
         raise ModelSpecError(f"{name} option widths={widths!r}; give 4 positive integers, one per stage")
+    per_stage = tuple(BLOCKS[name] if blocks is None else blocks)
+    if len(per_stage) != 4 or not all(isinstance(n, int) and n >= 0 for n in per_stage) or not any(per_stage):
+        raise ModelSpecError(f"{name} option blocks={blocks!r}; give 4 integers >= 0 (not all 0), one per stage")
     stem_module, trace = stem_unit(stem, in_channels, widths[0], Trace.start(input_size))
     blocks, c_in, position = [], widths[0], 1
-    for s, (n_blocks, width) in enumerate(zip(BLOCKS[name], widths)):
+    for s, (n_blocks, width) in enumerate(zip(per_stage, widths)):
         for b in range(n_blocks):
             stride = 2 if s > 0 and b == 0 else 1
             block, trace = _block(c_in, width, stride, trace, s, b, position)
             blocks.append(block)
             c_in, position = width, position + 1
-    model = ConvNet(stem_module, nn.Sequential(*blocks), widths[-1], num_classes)
+    model = ConvNet(stem_module, nn.Sequential(*blocks), c_in, num_classes)
     init_weights(model)
     return model
