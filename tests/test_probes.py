@@ -13,6 +13,7 @@ from h5fixtures import write_activations
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
+from flowprobe.analysis import probe_solvers
 from flowprobe.analysis.probe_solvers import TorchLBFGS
 from flowprobe.analysis.probes import (
     ProbeResult,
@@ -161,9 +162,10 @@ def test_selection_split_is_a_stratified_subsample_of_the_requested_size():
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
-def test_move_rows_to_front_permutes_in_place(as_tensor):
+def test_move_rows_to_front_permutes_in_place(as_tensor, monkeypatch):
+    monkeypatch.setattr(probe_solvers, "CHUNK_BYTES", 1200)  # 100 rows per swap chunk
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(20000, 3)).astype(np.float32)  # more rows than one swap chunk
+    x = rng.normal(size=(20000, 3)).astype(np.float32)
     groups = [rng.choice(20000, 9000, replace=False)]
     groups.append(rng.choice(np.setdiff1d(np.arange(20000), groups[0]), 1000, replace=False))
     original, moved = x.copy(), torch.tensor(x) if as_tensor else x

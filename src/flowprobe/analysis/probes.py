@@ -37,13 +37,12 @@ import torch
 from tqdm.auto import tqdm
 
 from flowprobe import h5io
-from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, objective  # noqa: F401
+from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, chunk_rows, objective  # noqa: F401
 from flowprobe.config import DEFAULTS
 from flowprobe.errors import AnalysisError, ConfigError
 
 BACKENDS = ("torch", "sklearn")
 _D = DEFAULTS["probes"]
-SWAP_CHUNK = 4096  # rows per step of the in-place row permutation
 
 
 @dataclass(frozen=True)
@@ -207,11 +206,12 @@ def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
     """Permute the rows of `x` (tensor or array) in place so that the rows of groups[0] come
     first, then those of groups[1], ...; returns `source` with new x[i] = old x[source[i]].
 
-    Rows are swapped in chunks, so the extra memory is SWAP_CHUNK rows, not a copy of x:
-    the l2 selection then works on views of one matrix.
+    Rows are swapped in chunks of probe_solvers.CHUNK_BYTES, not through a copy of x: the
+    l2 selection then works on views of one matrix.
     """
     source, where, start = np.arange(len(x)), np.arange(len(x)), 0
     as_index = (lambda i: torch.as_tensor(i, device=x.device)) if isinstance(x, torch.Tensor) else (lambda i: i)
+    step = chunk_rows(x, x.itemsize if isinstance(x, np.ndarray) else x.element_size())
     for group in groups:
         stop = start + len(group)
         pos = where[group]
@@ -219,8 +219,8 @@ def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
         vacant = np.ones(stop - start, dtype=bool)
         vacant[pos[pos < stop] - start] = False
         outgoing = np.flatnonzero(vacant) + start  # positions in [start, stop) holding other rows
-        for i in range(0, len(incoming), SWAP_CHUNK):
-            a, b = outgoing[i : i + SWAP_CHUNK], incoming[i : i + SWAP_CHUNK]
+        for i in range(0, len(incoming), step):
+            a, b = outgoing[i : i + step], incoming[i : i + step]
             held = x[as_index(a)]
             x[as_index(a)] = x[as_index(b)]
             x[as_index(b)] = held
