@@ -232,7 +232,8 @@ def test_test_accuracy_interval_resamples_the_probes_per_image_correctness(backe
         assert (result.test_acc_lo, result.test_acc_hi) == bootstrap_interval(correct, 2000, 0.9, seed=7)
     assert result.test_acc_lo < result.test_acc < result.test_acc_hi
     assert result.test_acc_hi - result.test_acc_lo == pytest.approx(
-        2 * 1.645 * np.sqrt(result.test_acc * (1 - result.test_acc) / 300), rel=0.15)
+        2 * 1.645 * np.sqrt(result.test_acc * (1 - result.test_acc) / 300), rel=0.15
+    )
 
 
 def test_library_defaults_are_the_config_defaults():

@@ -153,7 +153,7 @@ def _spectrum_is_steep(x, rows: int = 2048, steps: int = 8) -> bool:
         v = sub.T @ (sub @ v)
         v /= v.norm().clamp_min(1e-30)
     top = (sub @ v).pow(2).sum() / len(sub)
-    mean = sub.pow(2).sum() / (len(sub) * x.shape[1])
+    mean = torch.linalg.vector_norm(sub).pow(2) / (len(sub) * x.shape[1])  # no temporary of sub's size
     return bool(top > STEEP * mean)
 
 
@@ -215,8 +215,13 @@ def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
     if max_iter < 1:
         return 0, False
     opt = torch.optim.LBFGS(
-        [z, b], lr=1, max_iter=max_iter, tolerance_grad=0.0, tolerance_change=1e-12,
-        history_size=30, line_search_fn="strong_wolfe",
+        [z, b],
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=0.0,
+        tolerance_change=1e-12,
+        history_size=30,
+        line_search_fn="strong_wolfe",
     )
 
     def closure():

@@ -149,8 +149,15 @@ def probe_table(h5_path, *, backend: str = _D["backend"], progress: bool = True,
             result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, overwrite_features=True, **knobs)
             del x_train, x_test  # free this point's features before the next is read
             values = asdict(result)
-            rows.append({**values, "n_features": h5[f"layers/{name}/train"].shape[1], "val_acc": values.pop("val_acc"),
-                         "test_acc_lo": values.pop("test_acc_lo"), "test_acc_hi": values.pop("test_acc_hi")})
+            rows.append(
+                {
+                    **values,
+                    "n_features": h5[f"layers/{name}/train"].shape[1],
+                    "val_acc": values.pop("val_acc"),
+                    "test_acc_lo": values.pop("test_acc_lo"),
+                    "test_acc_hi": values.pop("test_acc_hi"),
+                }
+            )
     return pd.concat([frame, pd.DataFrame(rows)], axis=1)
 
 
@@ -237,10 +244,12 @@ def bootstrap_interval(correct: np.ndarray, n_bootstrap: int, level: float, seed
     n = len(correct)
     rng = np.random.default_rng([seed, 0xB007])  # its own stream: the hold-out draws from `seed`
     per_chunk = max(1, (1 << 20) // max(n, 1))  # ~8 MiB of indices at a time
-    means = np.concatenate([
-        correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
-        for i in range(0, n_bootstrap, per_chunk)
-    ])
+    means = np.concatenate(
+        [
+            correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
+            for i in range(0, n_bootstrap, per_chunk)
+        ]
+    )
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
