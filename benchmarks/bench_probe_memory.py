@@ -7,6 +7,7 @@ with the config's probe defaults (l2 grid on a subsample, refit, bootstrap inter
 Usage: .venv/bin/python benchmarks/bench_probe_memory.py [--h5 PATH]
 (default: a synthetic file with the layer widths of a VGG16 at widths 64..512).
 """
+
 import argparse
 import json
 import resource

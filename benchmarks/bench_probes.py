@@ -116,11 +116,15 @@ def compare(data, source: str, repeats: int, with_float64: bool) -> None:
     print(f"\n{source}: train {data[0].shape}, test {data[2].shape}")
     print("| solver | l2 | CPU s | wall s | n_iter | converged | test acc | torch speed-up (CPU) |")
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| torch, l2 grid {list(DEFAULTS['probes']['l2_grid'])} + refit | {l2:g} | {grid_cpu:.2f} | {grid_wall:.2f} "
-          f"| {chosen.n_iter} | {chosen.converged} | {100 * chosen.test_acc:.2f} | |")
+    print(
+        f"| torch, l2 grid {list(DEFAULTS['probes']['l2_grid'])} + refit | {l2:g} | {grid_cpu:.2f} | {grid_wall:.2f} "
+        f"| {chosen.n_iter} | {chosen.converged} | {100 * chosen.test_acc:.2f} | |"
+    )
     for name, cpu, wall, r in rows:
-        print(f"| {name} | {l2:g} | {cpu:.2f} | {wall:.2f} | {r.n_iter} | {r.converged} | {100 * r.test_acc:.2f} "
-              f"| {cpu / ours:.1f}x |")
+        print(
+            f"| {name} | {l2:g} | {cpu:.2f} | {wall:.2f} | {r.n_iter} | {r.converged} | {100 * r.test_acc:.2f} "
+            f"| {cpu / ours:.1f}x |"
+        )
 
 
 def stage(h5: str, dump_benchmark: str | None) -> None:
@@ -132,8 +136,10 @@ def stage(h5: str, dump_benchmark: str | None) -> None:
         with open(dump_benchmark) as f:
             dump = next(csv.DictReader(f, delimiter="\t"))
         d_wall, d_cpu = float(dump["s"]), float(dump["cpu_time"])
-        print(f"dump (snakemake benchmark): wall {d_wall:.1f} s, CPU {d_cpu:.1f} s -> "
-              f"probe/dump: wall {wall / d_wall:.2f}x, CPU {cpu / d_cpu:.2f}x (goal < 2x)")
+        print(
+            f"dump (snakemake benchmark): wall {d_wall:.1f} s, CPU {d_cpu:.1f} s -> "
+            f"probe/dump: wall {wall / d_wall:.2f}x, CPU {cpu / d_cpu:.2f}x (goal < 2x)"
+        )
 
 
 def main() -> None:
@@ -155,7 +161,11 @@ def main() -> None:
     if args.stage:
         stage(args.h5, args.dump_benchmark)
         return
-    sets = [h5_features(args.h5, layer, args.rows) for layer in args.layers] if args.h5 else [synthetic("easy"), synthetic("hard")]
+    sets = (
+        [h5_features(args.h5, layer, args.rows) for layer in args.layers]
+        if args.h5
+        else [synthetic("easy"), synthetic("hard")]
+    )
     x, y = sets[0][0][0][::50], sets[0][0][1][::50]  # strided: stored rows may be sorted by class
     fit_probe(x, y, x, y, l2=1e-2)  # lazy torch/BLAS init
     for data, source in sets:

@@ -13,6 +13,7 @@ from h5fixtures import write_activations
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
+from flowprobe.analysis import probe_solvers
 from flowprobe.analysis.probe_solvers import TorchLBFGS
 from flowprobe.analysis.probes import (
     ProbeResult,
@@ -161,9 +162,10 @@ def test_selection_split_is_a_stratified_subsample_of_the_requested_size():
 
 
 @pytest.mark.parametrize("as_tensor", [False, True])
-def test_move_rows_to_front_permutes_in_place(as_tensor):
+def test_move_rows_to_front_permutes_in_place(as_tensor, monkeypatch):
+    monkeypatch.setattr(probe_solvers, "CHUNK_BYTES", 1200)  # 100 rows per swap chunk
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(20000, 3)).astype(np.float32)  # more rows than one swap chunk
+    x = rng.normal(size=(20000, 3)).astype(np.float32)
     groups = [rng.choice(20000, 9000, replace=False)]
     groups.append(rng.choice(np.setdiff1d(np.arange(20000), groups[0]), 1000, replace=False))
     original, moved = x.copy(), torch.tensor(x) if as_tensor else x
@@ -230,7 +232,8 @@ def test_test_accuracy_interval_resamples_the_probes_per_image_correctness(backe
         assert (result.test_acc_lo, result.test_acc_hi) == bootstrap_interval(correct, 2000, 0.9, seed=7)
     assert result.test_acc_lo < result.test_acc < result.test_acc_hi
     assert result.test_acc_hi - result.test_acc_lo == pytest.approx(
-        2 * 1.645 * np.sqrt(result.test_acc * (1 - result.test_acc) / 300), rel=0.15)
+        2 * 1.645 * np.sqrt(result.test_acc * (1 - result.test_acc) / 300), rel=0.15
+    )
 
 
 def test_library_defaults_are_the_config_defaults():

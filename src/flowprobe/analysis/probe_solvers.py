@@ -12,8 +12,8 @@ import torch
 
 SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
 PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
-CHUNK_BYTES = 1 << 25  # float64 rows cast per step of the float64 finish (32 MiB)
-STANDARDISE_CHUNK = 4096  # rows per float64 chunk of the variance pass
+STEEP = 20.0  # top / mean covariance eigenvalue above which the preconditioner is used at once
+CHUNK_BYTES = 1 << 24  # temporaries of row-chunked passes over the features (16 MiB)
 
 
 @dataclass
@@ -25,6 +25,11 @@ class _Fit:
 
 def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def chunk_rows(x, itemsize: int) -> int:
+    """Rows of `x` per chunk so that a chunk of `itemsize`-byte values takes CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (itemsize * max(1, x.shape[1])))
 
 
 class TorchLBFGS:
@@ -59,10 +64,11 @@ class TorchLBFGS:
         """
         x_train, x_test = (self._tensor(v, overwrite) for v in (x_train, x_test))
         n = len(x_train)
-        shift = x_train[:STANDARDISE_CHUNK].mean(0)
+        rows = chunk_rows(x_train, 4)
+        shift = x_train[:rows].mean(0)
         total = x_train.new_zeros(x_train.shape[1], dtype=torch.float64)
         total_sq = torch.zeros_like(total)
-        for chunk in x_train.split(STANDARDISE_CHUNK):
+        for chunk in x_train.split(rows):
             centred = chunk - shift
             total += centred.sum(0)
             total_sq += centred.pow_(2).sum(0)
@@ -90,9 +96,12 @@ class TorchLBFGS:
             return self._minimise(x, y, l2, w, b)
 
     def _minimise(self, x, y, l2, w, b) -> _Fit:
-        """L-BFGS until ||dL/dW||_inf <= tol: plain first (unless an earlier fit of this probe
-        point needed the preconditioner), then preconditioned, finishing in float64 when
+        """L-BFGS until ||dL/dW||_inf <= tol: preconditioned from the start when the feature
+        spectrum is steep or an earlier fit of this probe point needed it, else plain first
+        and preconditioned if that does not converge quickly; finishing in float64 when
         float32 stalls; stops at max_iter."""
+        if self._eig is None and _spectrum_is_steep(x):
+            self._eig = _covariance_sketch(x, self.rank)
         plain, dtype = self._eig is None, x.dtype
         pre = _Preconditioner(None, l2, dtype) if plain else self._preconditioner(x, l2, dtype)
         budget = min(PLAIN_ITER, self.max_iter) if plain else self.max_iter
@@ -132,6 +141,20 @@ def _one_thread_if_small(x):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _spectrum_is_steep(x, rows: int = 2048, steps: int = 8) -> bool:
+    """Whether the top eigenvalue of X^T X / n exceeds STEEP x the mean eigenvalue (power
+    iteration on evenly strided rows): then plain L-BFGS would crawl along the small
+    eigen-directions, and the preconditioner is sketched up front."""
+    sub = x[:: max(1, len(x) // rows)]
+    v = torch.ones(x.shape[1], device=x.device, dtype=x.dtype)
+    for _ in range(steps):
+        v = sub.T @ (sub @ v)
+        v /= v.norm().clamp_min(1e-30)
+    top = (sub @ v).pow(2).sum() / len(sub)
+    mean = torch.linalg.vector_norm(sub).pow(2) / (len(sub) * x.shape[1])  # no temporary of sub's size
+    return bool(top > STEEP * mean)
 
 
 def _covariance_sketch(x, rank: int):
@@ -192,8 +215,13 @@ def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
     if max_iter < 1:
         return 0, False
     opt = torch.optim.LBFGS(
-        [z, b], lr=1, max_iter=max_iter, tolerance_grad=0.0, tolerance_change=1e-12,
-        history_size=10, line_search_fn="strong_wolfe",
+        [z, b],
+        lr=1,
+        max_iter=max_iter,
+        tolerance_grad=0.0,
+        tolerance_change=1e-12,
+        history_size=30,
+        line_search_fn="strong_wolfe",
     )
 
     def closure():
@@ -217,7 +245,7 @@ def objective(x, y, l2, w, b):
     The loss is accumulated in float64. With float64 (w, b) and float32 x, x is cast to
     float64 a row chunk at a time, so the float64 finish needs no float64 copy of x.
     """
-    rows = len(x) if x.dtype == w.dtype else max(1, CHUNK_BYTES // (8 * x.shape[1]))
+    rows = len(x) if x.dtype == w.dtype else chunk_rows(x, 8)
     loss = 0.5 * l2 * w.pow(2).sum(dtype=torch.float64)
     grad_w, grad_b = l2 * w, torch.zeros_like(b)
     for start in range(0, len(x), rows):

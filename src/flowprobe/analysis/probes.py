@@ -35,14 +35,13 @@ import pandas as pd
 import torch
 
 from flowprobe import h5io
-from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, objective  # noqa: F401
+from flowprobe.analysis.probe_solvers import SklearnLBFGS, TorchLBFGS, as_numpy, chunk_rows, objective  # noqa: F401
 from flowprobe.config import DEFAULTS
 from flowprobe.errors import AnalysisError, ConfigError
 from flowprobe.logs import with_progress
 
 BACKENDS = ("torch", "sklearn")
 _D = DEFAULTS["probes"]
-SWAP_CHUNK = 4096  # rows per step of the in-place row permutation
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,15 @@ def probe_table(h5_path, *, backend: str = _D["backend"], progress: bool = True,
             result = fit_probe(x_train, y_train, x_test, y_test, backend=backend, overwrite_features=True, **knobs)
             del x_train, x_test  # free this point's features before the next is read
             values = asdict(result)
-            rows.append({**values, "n_features": h5[f"layers/{name}/train"].shape[1], "val_acc": values.pop("val_acc"),
-                         "test_acc_lo": values.pop("test_acc_lo"), "test_acc_hi": values.pop("test_acc_hi")})
+            rows.append(
+                {
+                    **values,
+                    "n_features": h5[f"layers/{name}/train"].shape[1],
+                    "val_acc": values.pop("val_acc"),
+                    "test_acc_lo": values.pop("test_acc_lo"),
+                    "test_acc_hi": values.pop("test_acc_hi"),
+                }
+            )
     return pd.concat([frame, pd.DataFrame(rows)], axis=1)
 
 
@@ -206,11 +212,12 @@ def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
     """Permute the rows of `x` (tensor or array) in place so that the rows of groups[0] come
     first, then those of groups[1], ...; returns `source` with new x[i] = old x[source[i]].
 
-    Rows are swapped in chunks, so the extra memory is SWAP_CHUNK rows, not a copy of x:
-    the l2 selection then works on views of one matrix.
+    Rows are swapped in chunks of probe_solvers.CHUNK_BYTES, not through a copy of x: the
+    l2 selection then works on views of one matrix.
     """
     source, where, start = np.arange(len(x)), np.arange(len(x)), 0
     as_index = (lambda i: torch.as_tensor(i, device=x.device)) if isinstance(x, torch.Tensor) else (lambda i: i)
+    step = chunk_rows(x, x.itemsize if isinstance(x, np.ndarray) else x.element_size())
     for group in groups:
         stop = start + len(group)
         pos = where[group]
@@ -218,8 +225,8 @@ def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
         vacant = np.ones(stop - start, dtype=bool)
         vacant[pos[pos < stop] - start] = False
         outgoing = np.flatnonzero(vacant) + start  # positions in [start, stop) holding other rows
-        for i in range(0, len(incoming), SWAP_CHUNK):
-            a, b = outgoing[i : i + SWAP_CHUNK], incoming[i : i + SWAP_CHUNK]
+        for i in range(0, len(incoming), step):
+            a, b = outgoing[i : i + step], incoming[i : i + step]
             held = x[as_index(a)]
             x[as_index(a)] = x[as_index(b)]
             x[as_index(b)] = held
@@ -236,10 +243,12 @@ def bootstrap_interval(correct: np.ndarray, n_bootstrap: int, level: float, seed
     n = len(correct)
     rng = np.random.default_rng([seed, 0xB007])  # its own stream: the hold-out draws from `seed`
     per_chunk = max(1, (1 << 20) // max(n, 1))  # ~8 MiB of indices at a time
-    means = np.concatenate([
-        correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
-        for i in range(0, n_bootstrap, per_chunk)
-    ])
+    means = np.concatenate(
+        [
+            correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
+            for i in range(0, n_bootstrap, per_chunk)
+        ]
+    )
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
