@@ -174,8 +174,24 @@ def test_ablation_legend_lists_each_removed_pathway_outside_the_panels():
     matplotlib.pyplot.close(fig)
 
 
+def sweep_table() -> pd.DataFrame:
+    """VGG16 probe curves of one swept run at 32 and 64 px."""
+    runs = [point_table(f"v_r{r}", "VGG16", widths=[4, 4, 4, 4, 4], fc_width=8).assign(resolution=r) for r in (32, 64)]
+    return pd.concat(runs, ignore_index=True)
+
+
+def cost_table() -> pd.DataFrame:
+    """Cost rows of a full run and its pruned retrain."""
+    return pd.DataFrame({
+        "run": ["v", "v_pruned"], "seed": 0, "model": "VGG16", "test_accuracy": [0.8, 0.79], "diverged": False,
+        "resolution": 32, "variant": ["full", "pruned"], "full_run": "v", "params": [2.0e5, 2.0e4],
+        "flops": [1.0e7, 5.0e6], "train_acc": [0.9, 0.88], "seconds_per_epoch": [3.0, 1.5],
+    })
+
+
 def test_every_registered_kind_draws_pdf_and_png(tmp_path):
-    per_kind = {"cka_pathways": heatmap_table(), "ablation": ablation_table()}
+    per_kind = {"cka_pathways": heatmap_table(), "ablation": ablation_table(), "resolution_sweep": sweep_table(),
+                "prune": cost_table()}
     for kind in KINDS:
         assert callable(KINDS[kind].table) and KINDS[kind].caption
         table = per_kind.get(kind, tables()["small"])
