@@ -13,3 +13,17 @@ def job_stats(log: str) -> dict[str, int]:
                 break
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+def rule_resources(log: str) -> dict[str, dict[str, str]]:
+    """Resources per rule from snakemake's job listing (a dry run or a run): {rule: {name: value}}."""
+    out: dict[str, dict[str, str]] = {}
+    rule = None
+    for line in log.splitlines():
+        text = line.strip()
+        if text.startswith(("rule ", "localrule ")) and text.endswith(":"):
+            rule = text.split()[1][:-1]
+        elif rule and text.startswith("resources:"):
+            pairs = [item.strip().split("=", 1) for item in text[len("resources:"):].split(",")]
+            out[rule] = {name: value for name, value in (p for p in pairs if len(p) == 2)}
+    return out

@@ -14,6 +14,7 @@ rule activations:
     resources:
         runtime=60,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV

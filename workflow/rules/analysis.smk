@@ -17,6 +17,7 @@ rule probes:
     resources:
         runtime=60,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
@@ -63,6 +64,7 @@ rule cka_output:
     resources:
         runtime=30,
         mem_mb=4000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
@@ -88,6 +90,7 @@ rule cka_pathways:
     resources:
         runtime=30,
         mem_mb=4000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
@@ -111,6 +114,7 @@ rule gradients:
     resources:
         runtime=30,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
@@ -136,6 +140,7 @@ rule ablation:
     resources:
         runtime=60,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV

@@ -90,6 +90,14 @@ def train_params(wildcards):
     return run_cfg(wildcards)["train"]
 
 
+# The stages that run a network (training, dumps, gradients, ablation) or fit torch probes /
+# minibatch CKA hold one GPU each: every such rule spreads GPU_JOB into its resources, and that
+# is the one list of GPU stages. A Slurm executor turns it into `--gpus=1` (or gres); locally it
+# is unlimited unless `--resources gpu=N` (profiles/local) caps the jobs per GPU. On a cluster
+# without GPUs: `--set-resources train:gpu=0 ...` or a site profile (docs/cluster.md).
+GPU_JOB = dict(gpu=1)
+
+
 def seed_of(wildcards):
     """The seed of a run × seed job, as an integer."""
     return int(wildcards.seed)

@@ -13,6 +13,7 @@ rule train:
     resources:
         runtime=240,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
@@ -39,6 +40,7 @@ rule import_checkpoint:
     resources:
         runtime=30,
         mem_mb=8000,
+        **GPU_JOB,
     threads: 1
     conda:
         ENV
