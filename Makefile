@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.flowprobe-installed
+LINT_STAMP := $(VENV)/.flowprobe-lint-installed
 
 .PHONY: demo demo-fig7 test venv report clean-results lint
 
@@ -13,6 +14,11 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+# The lint tools (snakefmt) only for `make test` / `make lint`, not for the demo.
+$(LINT_STAMP): $(STAMP) requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dev.lock
 	touch $@
 
 # Targets go before the options: --configfile takes every following word as a file.
@@ -30,11 +36,14 @@ demo-fig7: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --report report.html $(DEMO_OPTS)
 
-test: $(STAMP)
+# The workflow's own checks first (Snakemake's linter, snakefmt), then the test suite.
+test: lint
 	$(BIN)/python -m pytest -q tests
 
-lint: $(STAMP)
-	$(BIN)/snakemake --lint $(DEMO_OPTS)
+lint: $(LINT_STAMP)
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check Snakefile workflow
 
 clean-results:
 	rm -rf results .snakemake

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = """\
 # Conda environment of every rule (`snakemake --software-deployment-method conda`).
 # Generated from requirements.lock by scripts/sync_envs.py: do not edit by hand.
-# The flowprobe library itself is put on PYTHONPATH by workflow/rules/common.smk.
+# Every script imports the flowprobe library from the checkout (workflow/scripts/_checkout.py).
 name: flowprobe
 channels:
   - conda-forge

@@ -4,19 +4,19 @@ rule activations:
         model=run_file("model.pt"),
     output:
         h5=activations_h5(),
-    params:
-        **RUN_DATA,
-        activations=activations_params,
     log:
         log_file("activations"),
     benchmark:
         bench_file("activations")
-    resources:
-        runtime=60,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
     conda:
         ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=60,
+        mem_mb=8000,
+    params:
+        **RUN_DATA,
+        activations=activations_params,
     script:
         "../scripts/activations.py"

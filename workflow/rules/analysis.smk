@@ -7,20 +7,20 @@ rule probes:
         h5=run_file("activations.h5"),
     output:
         csv=run_file("probes.csv"),
-    params:
-        probes=config["probes"],
-        device=config["device"],
     log:
         log_file("probes"),
     benchmark:
         bench_file("probes")
-    resources:
-        runtime=60,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
     conda:
         ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=60,
+        mem_mb=8000,
+    params:
+        probes=config["probes"],
+        device=config["device"],
     script:
         "../scripts/probes.py"
 
@@ -32,18 +32,18 @@ rule saturation:
         h5=run_file("activations.h5"),
     output:
         csv=run_file("saturation.csv"),
-    params:
-        saturation=config["saturation"],
     log:
         log_file("saturation"),
     benchmark:
         bench_file("saturation")
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=30,
         mem_mb=4000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        saturation=config["saturation"],
     script:
         "../scripts/saturation.py"
 
@@ -54,20 +54,20 @@ rule cka_output:
         h5=run_file("activations.h5"),
     output:
         csv=run_file("cka_output.csv"),
-    params:
-        split=config["cka"]["split"],
-        debiased=config["cka"]["debiased"],
     log:
         log_file("cka_output"),
     benchmark:
         bench_file("cka_output")
-    resources:
-        runtime=30,
-        mem_mb=4000,
-        **GPU_JOB,
-    threads: 1
     conda:
         ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=30,
+        mem_mb=4000,
+    params:
+        split=config["cka"]["split"],
+        debiased=config["cka"]["debiased"],
     script:
         "../scripts/cka_output.py"
 
@@ -78,22 +78,22 @@ rule cka_pathways:
         h5=run_file("activations.h5"),
     output:
         csv=run_file("cka_pathways.csv"),
+    log:
+        log_file("cka_pathways"),
+    benchmark:
+        bench_file("cka_pathways")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=30,
+        mem_mb=4000,
     params:
         split=config["cka"]["split"],
         pathways=config["cka"]["pathways"],
         batch_size=config["cka"]["batch_size"],
         debiased=config["cka"]["debiased"],
-    log:
-        log_file("cka_pathways"),
-    benchmark:
-        bench_file("cka_pathways")
-    resources:
-        runtime=30,
-        mem_mb=4000,
-        **GPU_JOB,
-    threads: 1
-    conda:
-        ENV
     script:
         "../scripts/cka_pathways.py"
 
@@ -104,45 +104,46 @@ rule gradients:
         model=run_file("model.pt"),
     output:
         csv=run_file("gradients.csv"),
-    params:
-        **RUN_DATA,
-        gradients=config["gradients"],
     log:
         log_file("gradients"),
     benchmark:
         bench_file("gradients")
-    resources:
-        runtime=30,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
     conda:
         ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=30,
+        mem_mb=8000,
+    params:
+        **RUN_DATA,
+        gradients=config["gradients"],
     script:
         "../scripts/gradients.py"
 
 
 rule ablation:
     """Test accuracy with each bypassable unit (pathway, residual branch, dense layer, MLP span) removed, per block
-    and everywhere, and the paper's summary: the predicted non-dominant pathway removed."""
+    and everywhere, and the paper's summary: the predicted non-dominant pathway removed.
+    """
     input:
         model=run_file("model.pt"),
     output:
         csv=run_file("ablation.csv"),
-    params:
-        **RUN_DATA,
-        ablation=config["ablation"],
-        depth_ratio=config["verdicts"]["depth_ratio"],
     log:
         log_file("ablation"),
     benchmark:
         bench_file("ablation")
-    resources:
-        runtime=60,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
     conda:
         ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=60,
+        mem_mb=8000,
+    params:
+        **RUN_DATA,
+        ablation=config["ablation"],
+        depth_ratio=config["verdicts"]["depth_ratio"],
     script:
         "../scripts/ablation.py"

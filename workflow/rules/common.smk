@@ -13,19 +13,27 @@ from flowprobe.errors import ConfigError
 from flowprobe.figures import KINDS
 from flowprobe.fingerprint import canonical_config
 
-if "runs" not in config:  # no --configfile: the paper's config, with any --config overrides on top
-    config = deep_merge(yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()), config)
+if (
+    "runs" not in config
+):  # no --configfile: the paper's config, with any --config overrides on top
+    config = deep_merge(
+        yaml.safe_load((Path(workflow.basedir) / "config.yaml").read_text()), config
+    )
 
 try:
     # Canonical (keys sorted, 0 spelled 0.0 where the default is a float): Snakemake compares
     # params by repr, so key order or an explicit default must not look like a new setting.
-    config = canonical_config(load_config(config, check_models=workflow.is_main_process), DEFAULTS)
+    config = canonical_config(
+        load_config(config, check_models=workflow.is_main_process), DEFAULTS
+    )
 except ConfigError as err:
     # One clear line before any job is scheduled; nothing computed is touched.
     sys.stderr.write(f"flowprobe: {err}\n")
     sys.exit(1)
 
-if workflow.is_main_process:  # once per invocation (dry runs too), not in every job's process
+if (
+    workflow.is_main_process
+):  # once per invocation (dry runs too), not in every job's process
     from flowprobe.disk import startup_report
 
     sys.stderr.write(startup_report(config))
@@ -35,6 +43,7 @@ if workflow.is_main_process:  # once per invocation (dry runs too), not in every
 
 RUN_DIR = "results/runs/{run}/seed{seed}"
 ENV = "../../envs/flowprobe.yaml"
+
 
 wildcard_constraints:
     run="[A-Za-z0-9_.-]+",
@@ -69,9 +78,15 @@ def runs_pattern(imported):
     """Wildcard pattern of the run names import_checkpoint (imported=True) or train makes."""
     names = [re.escape(name) for name in imported_runs()]
     if imported:
-        return "|".join(names) or "(?!)"  # (?!) matches nothing: no run imports a checkpoint
+        return (
+            "|".join(names) or "(?!)"
+        )  # (?!) matches nothing: no run imports a checkpoint
     # not an imported name followed by a character that cannot be part of a run name
-    return f"(?!(?:{'|'.join(names)})(?![A-Za-z0-9_.-]))[A-Za-z0-9_.-]+" if names else "[A-Za-z0-9_.-]+"
+    return (
+        f"(?!(?:{'|'.join(names)})(?![A-Za-z0-9_.-]))[A-Za-z0-9_.-]+"
+        if names
+        else "[A-Za-z0-9_.-]+"
+    )
 
 
 def run_checkpoint(wildcards):
@@ -81,7 +96,16 @@ def run_checkpoint(wildcards):
 def data_params(wildcards):
     """What identifies a run's data: dataset, resolution, channels, subset, roots."""
     run = run_cfg(wildcards)
-    keys = ("model", "model_options", "dataset", "dataset_variant", "dataset_root", "resolution", "channels", "max_per_class")
+    keys = (
+        "model",
+        "model_options",
+        "dataset",
+        "dataset_variant",
+        "dataset_root",
+        "resolution",
+        "channels",
+        "max_per_class",
+    )
     return {k: run[k] for k in keys}
 
 
@@ -123,7 +147,10 @@ def activations_h5():
 
 def activations_params(wildcards):
     """The dump's settings; pre-BN maps are stored when saturation reads them."""
-    return {**config["activations"], "prebn": config["saturation"]["source"] == "prebn_nearest4"}
+    return {
+        **config["activations"],
+        "prebn": config["saturation"]["source"] == "prebn_nearest4",
+    }
 
 
 def members(runs, names):
@@ -164,11 +191,19 @@ def verdict_members(wildcards):
 
 
 def verdict_inputs(wildcards):
-    return [path for member in verdict_members(wildcards) for path in member["files"].values()]
+    return [
+        path
+        for member in verdict_members(wildcards)
+        for path in member["files"].values()
+    ]
 
 
 def figure_inputs(wildcards):
-    return [path for member in figure_members(wildcards) for path in member["files"].values()]
+    return [
+        path
+        for member in figure_members(wildcards)
+        for path in member["files"].values()
+    ]
 
 
 def all_targets():
@@ -196,7 +231,11 @@ def comparison_members(wildcards):
 
 
 def comparison_inputs(wildcards):
-    files = [path for member in comparison_members(wildcards) for path in member["files"].values()]
+    files = [
+        path
+        for member in comparison_members(wildcards)
+        for path in member["files"].values()
+    ]
     return ["results/tables/verdicts.csv", *files]
 
 

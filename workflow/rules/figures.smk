@@ -6,21 +6,29 @@ rule table:
     input:
         figure_inputs,
     output:
-        csv=report("results/tables/{figure}.csv", caption="../report/table.rst", category="Tables"),
-        summary=report("results/tables/{figure}_summary.csv", caption="../report/summary.rst", category="Tables"),
-    params:
-        kind=figure_kind_name,
-        members=figure_members,
+        csv=report(
+            "results/tables/{figure}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+        ),
+        summary=report(
+            "results/tables/{figure}_summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/table/{figure}.log",
     benchmark:
         "results/benchmarks/table/{figure}.tsv"
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        kind=figure_kind_name,
+        members=figure_members,
     script:
         "../scripts/table.py"
 
@@ -30,22 +38,25 @@ rule figure:
     input:
         csv="results/tables/{figure}.csv",
     output:
-        pdf=report("results/figures/{figure}.pdf", caption="../report/figure.rst", category="Figures"),
+        pdf=report(
+            "results/figures/{figure}.pdf",
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
         png="results/figures/{figure}.png",
-    params:
-        kind=figure_kind_name,
-        title=figure_title,
-        caption=figure_caption,
     log:
         "results/logs/figure/{figure}.log",
     benchmark:
         "results/benchmarks/figure/{figure}.tsv"
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        kind=figure_kind_name,
+        title=figure_title,
+        caption=figure_caption,
     script:
         "../scripts/figure.py"
-

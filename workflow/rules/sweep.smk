@@ -10,18 +10,18 @@ rule cost:
         train_log=run_file("train_log.csv"),
     output:
         csv=run_file("cost.csv"),
-    params:
-        pruned=run_pruned,
     log:
         log_file("cost"),
     benchmark:
         bench_file("cost")
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        pruned=run_pruned,
     script:
         "../scripts/cost.py"
 
@@ -31,18 +31,22 @@ rule prediction_quality:
     input:
         csv="results/tables/verdicts.csv",
     output:
-        csv=report("results/tables/prediction_quality.csv", caption="../report/prediction_quality.rst", category="Tables"),
-    params:
-        resolutions=run_resolutions,
+        csv=report(
+            "results/tables/prediction_quality.csv",
+            caption="../report/prediction_quality.rst",
+            category="Tables",
+        ),
     log:
         "results/logs/table/prediction_quality.log",
     benchmark:
         "results/benchmarks/table/prediction_quality.tsv"
+    conda:
+        ENV
+    threads: 1
     resources:
         runtime=10,
         mem_mb=2000,
-    threads: 1
-    conda:
-        ENV
+    params:
+        resolutions=run_resolutions,
     script:
         "../scripts/prediction_quality.py"

@@ -3,22 +3,22 @@ rule train:
     output:
         model=run_file("model.pt"),
         train_log=run_file("train_log.csv"),
-    params:
-        **RUN_DATA,
-        train=train_params,
     log:
         log_file("train"),
     benchmark:
         bench_file("train")
-    resources:
-        runtime=240,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
-    conda:
-        ENV
     wildcard_constraints:
         run=runs_pattern(imported=False),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=240,
+        mem_mb=8000,
+    params:
+        **RUN_DATA,
+        train=train_params,
     script:
         "../scripts/train.py"
 
@@ -31,20 +31,20 @@ rule import_checkpoint:
     output:
         model=run_file("model.pt"),
         train_log=run_file("train_log.csv"),
-    params:
-        **RUN_DATA,
     log:
         log_file("import_checkpoint"),
     benchmark:
         bench_file("import_checkpoint")
-    resources:
-        runtime=30,
-        mem_mb=8000,
-        **GPU_JOB,
-    threads: 1
-    conda:
-        ENV
     wildcard_constraints:
         run=runs_pattern(imported=True),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **GPU_JOB,
+        runtime=30,
+        mem_mb=8000,
+    params:
+        **RUN_DATA,
     script:
         "../scripts/import_checkpoint.py"
