@@ -4,7 +4,7 @@
 # in about 8 minutes at most. Needs python with torch, torchvision, h5py, pandas, scikit-learn
 # and pyyaml; not Snakemake. Run from anywhere; the data is the full CIFAR-10 JPEG tree:
 #
-#   mkdir -p device_data && tar -xzf ../shared/data/cifar10-jpg.tar.gz -C device_data/
+#   mkdir -p device_data && tar -xzf path/to/cifar10-jpg.tar.gz -C device_data/
 #   benchmarks/gpu_check.sh                  # the check (prints numbers, writes nothing kept)
 #   benchmarks/gpu_check.sh --fig7           # + Fig. 7 at full scale: both MPNet2 models, 30 epochs on the
 #                                            #   full CIFAR-10, dump, probes, CKA, the figure (out/fig7.pdf);
@@ -21,7 +21,7 @@ DATA="${FLOWPROBE_DEVICE_DATA:-device_data}"
 
 if [ ! -d "$DATA/train" ] || [ ! -d "$DATA/test" ]; then
     echo "gpu_check: $DATA/{train,test}/<class>/*.jpg is missing; unpack the CIFAR-10 JPEG tree first:" >&2
-    echo "  mkdir -p $DATA && tar -xzf ../shared/data/cifar10-jpg.tar.gz -C $DATA/" >&2
+    echo "  mkdir -p $DATA && tar -xzf path/to/cifar10-jpg.tar.gz -C $DATA/" >&2
     exit 1
 fi
 # The library from this checkout, whether or not it is pip-installed.

@@ -1,6 +1,6 @@
 """Build data/cifar10-mini.tar.gz, the class-balanced CIFAR-10 subset shipped with flowprobe.
 
-Usage:  python scripts/build_cifar10_mini.py ../shared/data/cifar10-jpg.tar.gz [--out data/cifar10-mini.tar.gz]
+Usage:  python scripts/build_cifar10_mini.py cifar10-jpg.tar.gz [--out data/cifar10-mini.tar.gz]
 
 Selection (deterministic, no random numbers): per class, the first 500 train and the first
 100 test files in sorted name order (0000.jpg, 0001.jpg, ...). The numbering of the source
@@ -104,7 +104,7 @@ def write_archive(out: Path, chosen: dict, meta: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", type=Path, help="cifar10-jpg.tar.gz (see ../shared/data/README.md)")
+    parser.add_argument("source", type=Path, help="cifar10-jpg.tar.gz, the JPEG copy of CIFAR-10 (see data/README.md)")
     default_out = Path(__file__).resolve().parents[1] / "data" / f"{TOP}.tar.gz"
     parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args(argv)

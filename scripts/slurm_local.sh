@@ -7,7 +7,7 @@
 #   scripts/slurm_local.sh status    exit 0 when this script's cluster answers `sinfo`
 #   scripts/slurm_local.sh stop      kill the daemons it started, by PID
 #
-# Why the config looks as it does (see ../shared/slurm-local/README.md, "Obstacles"):
+# Why the config looks as it does (docs/cluster.md, "A local Slurm for the tests"):
 # no systemd and partial cgroups (proctrack/linuxproc, task/none); no accounting database, so
 # finished jobs must stay visible to squeue (MinJobAge); the Snakemake job step clears SLURM_*,
 # so the config must be found at /etc/slurm/slurm.conf (a symlink to $FLOWPROBE_SLURM_DIR);

@@ -1,4 +1,4 @@
-"""Write a small activations.h5 that honours the data contract (DESIGN.md §4, flowprobe.h5io).
+"""Write a small activations.h5 that honours the data contract (docs/design.md §4, flowprobe.h5io).
 
 Features carry label information that grows with depth: a layer's samples are
     signal * class_code[y] @ mix + latent @ mix_latent + noise

@@ -1,4 +1,4 @@
-"""Dumping per-probe-point activations to HDF5 (the data contract of DESIGN.md §4).
+"""Dumping per-probe-point activations to HDF5 (the data contract of docs/design.md §4).
 
 Features are taken with `model.eval()`, without augmentation and with the same
 preprocessing for both splits (the study's code dumped train features in train mode with

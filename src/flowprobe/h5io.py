@@ -1,4 +1,4 @@
-"""Reading activations.h5 (the data contract of DESIGN.md §4).
+"""Reading activations.h5 (the data contract of docs/design.md §4).
 
 Layout: /labels/{split}, /indices/{split}, /layers/{probe_point}/{split} [N, D] with the
 probe point's metadata as attrs, /output/{split} [N, classes]; root attrs hold the run

@@ -1,4 +1,4 @@
-"""Linear CKA (Kornblith et al. 2019), DESIGN.md §5: two estimators, all sums in float64.
+"""Linear CKA (Kornblith et al. 2019), docs/design.md §5: two estimators, all sums in float64.
 
 Exact, feature space, on column-centred X [n, Dx], Y [n, Dy] with K = X X^T, L = Y Y^T:
     CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)                      (Kornblith eq. 5)

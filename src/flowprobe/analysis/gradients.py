@@ -1,4 +1,4 @@
-"""Gradient magnitude at every probe point of a trained model (DESIGN.md §5, Fig. 6).
+"""Gradient magnitude at every probe point of a trained model (docs/design.md §5, Fig. 6).
 
 For probe point l with activation a_l and L = sum_i CE(f(x_i), y_i) over a batch,
 

@@ -1,4 +1,4 @@
-"""Linear probes: multinomial logistic regression on one probe point's features (DESIGN.md §5).
+"""Linear probes: multinomial logistic regression on one probe point's features (docs/design.md §5).
 
 Both backends minimise the same objective on features standardised with train statistics,
 for labels y_i in {0..K-1} (the classes present in the train split):

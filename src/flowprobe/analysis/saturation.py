@@ -1,4 +1,4 @@
-"""Layer saturation (Richter et al. 2020; the `delve` library), DESIGN.md §5.
+"""Layer saturation (Richter et al. 2020; the `delve` library), docs/design.md §5.
 
 For a layer's samples x_i in R^D: the covariance Q = 1/(n-1) sum_i (x_i - mu)(x_i - mu)^T,
 its eigenvalues lam_1 >= ... >= lam_D, the cumulative explained variance

@@ -1,4 +1,4 @@
-"""Datasets as in-memory uint8 tensors and a device-side batch loader (DESIGN.md §2b).
+"""Datasets as in-memory uint8 tensors and a device-side batch loader (docs/design.md §2b).
 
     data = load_dataset("cifar10-mini")            # the shipped subset, offline
     batches = Batches(data.train, batch_size=64, mean=data.mean, std=data.std,

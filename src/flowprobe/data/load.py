@@ -1,4 +1,4 @@
-"""`load_dataset`: any supported data set as in-memory uint8 tensors (DESIGN.md §2b)."""
+"""`load_dataset`: any supported data set as in-memory uint8 tensors (docs/design.md §2b)."""
 
 from __future__ import annotations
 

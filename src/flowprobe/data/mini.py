@@ -20,7 +20,7 @@ ARCHIVE = "cifar10-mini.tar.gz"
 # src/flowprobe/data/mini.py -> the repository's data/ folder
 REPO_DATA = Path(__file__).resolve().parents[3] / "data"
 MEMBER = re.compile(r"^(?:[^/]+/)?(train|test)/([^/]+)/([^/]+\.jpe?g)$", re.IGNORECASE)
-REBUILD = f"python scripts/build_cifar10_mini.py ../shared/data/cifar10-jpg.tar.gz --out {{path}}"
+REBUILD = f"python scripts/build_cifar10_mini.py <cifar10-jpg.tar.gz> --out {{path}} (data/README.md)"
 
 
 def mini_archive(root: str | Path, default_root: str | Path) -> Path:

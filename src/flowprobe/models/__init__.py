@@ -1,4 +1,4 @@
-"""The model zoo: a registry of builders keyed by spec strings (DESIGN.md §2).
+"""The model zoo: a registry of builders keyed by spec strings (docs/design.md §2).
 
 `build_model("VGG16", 10)`, `build_model("MPNet2(1:3x3,4:7x7)", 10, widths=(16, 32, 64, 128))`.
 Every model exposes its probe points as `Tap` modules in forward order.

@@ -71,7 +71,7 @@ class ProbePoint:
     border_layer_max: bool | None = None
 
     def attrs(self) -> dict:
-        """HDF5 attributes of this probe point (DESIGN.md §4); unset min-RF fields are left out."""
+        """HDF5 attributes of this probe point (docs/design.md §4); unset min-RF fields are left out."""
         attrs = {
             "stage": self.stage,
             "block": self.block,
