@@ -123,14 +123,6 @@ def outputs(h5: h5py.File, split: str) -> np.ndarray:
     return as_float32(h5[f"output/{split}"][...])
 
 
-def run_attrs(h5: h5py.File) -> dict:
-    """Root attributes as plain Python values (config decoded from JSON)."""
-    out = {k: _plain(v) for k, v in h5.attrs.items()}
-    if "config" in out:
-        out["config"] = json.loads(out["config"])
-    return out
-
-
 def _plain(value):
     if isinstance(value, bytes):
         return value.decode()

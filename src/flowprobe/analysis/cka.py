@@ -22,8 +22,10 @@ import pandas as pd
 import torch
 
 from flowprobe import h5io
+from flowprobe.config import DEFAULTS
 from flowprobe.errors import AnalysisError, ConfigError
 
+_D = DEFAULTS["cka"]  # the one place of the CKA defaults
 CKA_TOLERANCE = 1e-6  # rounding allowance above |CKA| = 1
 
 
@@ -46,7 +48,7 @@ class HsicTerms:
         return self.frob2 - n / (n - 2) * self.rowdot + self.sum_a * self.sum_b / ((n - 1) * (n - 2))
 
 
-def linear_cka(x, y, debiased: bool = False) -> float:
+def linear_cka(x, y, debiased: bool = _D["debiased"]) -> float:
     """Linear CKA between x [N, Dx] and y [N, Dy] (numpy or torch), feature-space form."""
     x, y = _centred(x, "x"), _centred(y, "y")
     if len(x) != len(y):
@@ -189,7 +191,7 @@ class MinibatchCKA:
 
 
 def cka_output_table(
-    h5_path, *, split: str = "test", debiased: bool = False, batch_size: int = 2048
+    h5_path, *, split: str = _D["split"], debiased: bool = _D["debiased"], batch_size: int = 2048
 ) -> pd.DataFrame:
     """Exact linear CKA of every probe point with the network's logits (/output).
 
@@ -237,10 +239,10 @@ def cka_pathway_table(
     stage: int | None = None,
     block: int | None = None,
     pathways: tuple[str, str] | None = None,
-    split: str = "test",
-    batch_size: int = 256,
+    split: str = _D["split"],
+    batch_size: int = _D["batch_size"],
     seed: int = 0,
-    debiased: bool = False,
+    debiased: bool = _D["debiased"],
 ) -> pd.DataFrame:
     """Minibatch CKA between the layers of two pathways of one block (the study's Fig. 9).
 

@@ -26,9 +26,11 @@ import pandas as pd
 import torch
 
 from flowprobe import h5io
+from flowprobe.config import DEFAULTS
 from flowprobe.errors import ActivationFileError, AnalysisError, ConfigError
 
 K_RULES = ("textbook", "delve")
+_D = DEFAULTS["saturation"]  # the one place of the saturation defaults
 SOURCES = ("prebn_nearest4", "postrelu_avgpool4")
 GROUP_SOURCE = {"prebn": "prebn_nearest4", "layers": "postrelu_avgpool4"}  # activations.h5 group → source
 
@@ -85,7 +87,7 @@ class CovarianceAccumulator:
         return self.m2 / (self.n - ddof)
 
 
-def intrinsic_dimension(eigvals, delta: float = 0.99, k_rule: str = "textbook") -> int:
+def intrinsic_dimension(eigvals, delta: float = _D["delta"], k_rule: str = _D["k_rule"]) -> int:
     """Number of principal components that explain a fraction `delta` of the variance.
 
     'textbook': the smallest k with P_k >= delta.
@@ -109,7 +111,7 @@ def intrinsic_dimension(eigvals, delta: float = 0.99, k_rule: str = "textbook") 
     return int(np.argmax(reached)) + 1 if reached.any() else len(lam)
 
 
-def saturation(x, delta: float = 0.99, k_rule: str = "textbook") -> float:
+def saturation(x, delta: float = _D["delta"], k_rule: str = _D["k_rule"]) -> float:
     """idim / D for samples x [N, D] (numpy or torch); conv maps go through `channelwise` first."""
     x = _as_float64(x)
     cov = CovarianceAccumulator().update(x).covariance()
@@ -130,10 +132,10 @@ def channelwise(x, shape: tuple[int, ...]):
 def saturation_table(
     h5_path,
     *,
-    delta: float = 0.99,
-    k_rule: str = "textbook",
-    split: str = "train",
-    source: str = "prebn_nearest4",
+    delta: float = _D["delta"],
+    k_rule: str = _D["k_rule"],
+    split: str = _D["split"],
+    source: str = _D["source"],
     batch_size: int = 2048,
 ) -> pd.DataFrame:
     """One row per probe point: point_frame columns + saturation, intrinsic_dim, n_features,

@@ -57,7 +57,7 @@ def _transition(c_in: int, trace: Trace, s: int, position: int) -> tuple[nn.Modu
 
 
 def build_densenet18(num_classes: int, in_channels: int = 3, input_size: int = 32,
-                     growth_rate: int = 32, init_features: int = 64, stem: str = "cifar") -> DenseNet:
+                     growth_rate: int = 32, init_features: int = 64, stem: str = "cifar") -> ConvNet:
     """DenseNet18; `growth_rate` and `init_features` shrink it for tests."""
     if growth_rate < 1 or init_features < 1:
         raise ModelSpecError("DenseNet18 growth_rate and init_features must be >= 1")

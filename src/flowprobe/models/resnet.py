@@ -56,7 +56,7 @@ def _block(c_in: int, width: int, stride: int, trace: Trace, s: int, b: int,
 
 
 def build_resnet(name: str, num_classes: int, in_channels: int = 3, input_size: int = 32,
-                 widths=(64, 128, 256, 512), stem: str = "cifar", blocks=None) -> ResNet:
+                 widths=(64, 128, 256, 512), stem: str = "cifar", blocks=None) -> ConvNet:
     """ResNet18 or ResNet34; stage s > 0 halves the resolution in its first block.
 
     `blocks` (4 integers >= 0, default the model's (2,2,2,2) or (3,4,6,3)) sets the blocks per
