@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradient_support import measured_fields, positive_weights
 from flowprobe.errors import ModelSpecError
 from flowprobe.models import build_model, receptive_fields, taps
 from flowprobe.models.receptive import RF_COLUMNS, Trace
@@ -136,14 +137,6 @@ def test_input_too_small_is_a_spec_error():
         Trace.start(1).pool(2, 2)
 
 
-def _positive_weights(model: nn.Module) -> None:
-    """All-positive convs + eval BN: every ReLU is active, so d(unit)/d(input) != 0 exactly on its RF."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.fill_(1.0 / m.weight[0].numel())
-
-
 @pytest.mark.parametrize("spec, kw", [
     ("MPNet1(1:3x3,1:5x5d2)", dict(widths=(2, 2, 2, 2))),
     ("MPNet1(2:3x3,1:7x7)", dict(widths=(2, 2, 2, 2), downsample="first", merge="concat")),
@@ -158,25 +151,13 @@ def test_receptive_field_matches_gradient_support(spec, kw):
     """
     size = 64
     model = build_model(spec, 10, input_size=size, **kw).eval()
-    _positive_weights(model)
+    positive_weights(model)
     # only units whose centre field is not clipped by the image border
     points = [t.point for t in taps(model) if t.point.receptive_field + 4 * t.point.jump <= size]
     assert len(points) >= 6
-    outputs = {}
-    for tap in taps(model):
-        tap.register_forward_hook(lambda m, i, o: outputs.__setitem__(m.point.name, o))
-    x = torch.ones(2 * len(points), 3, size, size, requires_grad=True)
-    model(x)
-    objective = 0
-    for t, p in enumerate(points):
-        out, centre = outputs[p.name], outputs[p.name].shape[-1] // 2
-        objective = objective + out[2 * t, :, centre, centre].sum() + out[2 * t + 1, :, centre, centre + 1].sum()
-    objective.backward()
-    support = x.grad.abs().sum((1, 2))  # [samples, columns]
-    for t, p in enumerate(points):
-        left, right = (support[2 * t + k].nonzero().flatten() for k in (0, 1))
-        assert left.max().item() - left.min().item() + 1 == p.receptive_field, p.name
-        assert right.min().item() - left.min().item() == p.jump, p.name
+    measured = measured_fields(model, points, size)
+    for p in points:
+        assert measured[p.name] == (p.receptive_field, p.jump), p.name
 
 
 @pytest.mark.parametrize("spec, kw, first", [

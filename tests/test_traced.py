@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradient_support import measured_fields, positive_weights
 from flowprobe.activations import dump_activations
 from flowprobe.analysis.ablation import ablation_table, pathway_ends
 from flowprobe.analysis.cka import cka_pathway_table
@@ -113,20 +114,6 @@ def test_agrees_with_the_zoo_tracer(spec, factory, kw):
     assert graph[columns].values.tolist() == zoo[columns].values.tolist()
 
 
-def _positive_weights(model: nn.Module) -> None:
-    """All-positive convs; max pools become average pools of the same window, since a max
-    pool on a constant input passes its gradient to one tied position only."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.fill_(1.0 / m.weight[0].numel())
-    for name, m in list(model.named_modules()):
-        if isinstance(m, nn.MaxPool2d):
-            parent, _, attr = name.rpartition(".")
-            pool = nn.AvgPool2d(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
-            setattr(model.get_submodule(parent) if parent else model, attr, pool)
-
-
 @pytest.mark.parametrize("name", ["resnet18", "googlenet"])
 def test_receptive_field_matches_gradient_support(name):
     """As tests/test_receptive_fields.py for the zoo: field = width of the input region a
@@ -134,24 +121,12 @@ def test_receptive_field_matches_gradient_support(name):
     size = 64
     torch.manual_seed(0)
     model = build_model(f"torchvision:{name}", 10, input_size=size).eval()
-    _positive_weights(model)
+    positive_weights(model)
     points = [p for p in probe_points(model) if len(p.shape) == 3 and p.receptive_field + 4 * p.jump <= size]
     assert len(points) >= 4
-    outputs = {}
-    for tap in taps(model):
-        tap.register_forward_hook(lambda m, i, o: outputs.__setitem__(m.point.name, o))
-    x = torch.ones(2 * len(points), 3, size, size, requires_grad=True)
-    model(x)
-    objective = 0
-    for t, p in enumerate(points):
-        out, c = outputs[p.name], outputs[p.name].shape[-1] // 2
-        objective = objective + out[2 * t, :, c, c].sum() + out[2 * t + 1, :, c, c + 1].sum()
-    objective.backward()
-    support = x.grad.abs().sum((1, 2))
-    for t, p in enumerate(points):
-        left, right = (support[2 * t + k].nonzero().flatten() for k in (0, 1))
-        assert left.max().item() - left.min().item() + 1 == p.receptive_field, p.name
-        assert right.min().item() - left.min().item() == p.jump, p.name
+    measured = measured_fields(model, points, size)
+    for p in points:
+        assert measured[p.name] == (p.receptive_field, p.jump), p.name
 
 
 def test_channels_last_points_are_tapped_as_nchw():
