@@ -23,6 +23,9 @@ def test_claims_match_the_spec_and_numbers_need_the_papers_dataset():
     assert quantities(run("MPNet2(8:3x3, 8:3x3)")) == ["roles"]  # Fig. 9's CKA was measured on ImageNette
     assert quantities(run("MPNet2(8:3x3, 8:3x3)", dataset="imagenette", resolution=160)) == ["cka_diagonal", "roles"]
     assert claims_for(run("MPNet1(1:3x3, 2:5x5)")) == []
+    # a pruned retrain keeps the spec string but is not the paper's model
+    assert claims_for(run("VGG16", model_options={"keep_convs": 6}, pruned={"run": "vgg16"})) == []
+    assert quantities(run("MPNet2(8:3x3, 1:11x11d2)", dataset="imagenette", resolution=160)) == ["roles"]
     assert files_needed(claims_for(run("MPNet2(8:3x3, 8:3x3)", dataset="imagenette"))) == ["cka_pathways.csv", "train_log.csv"]
 
 
