@@ -97,5 +97,5 @@ def _write_layer(h5, layer: tuple, depth: int, labels: dict, num_classes: int, r
         border_layer=False,
         shape=list(stored_shape) if kind == "linear" else [width, 8, 8],
         stored_shape=list(stored_shape),
-        reduction="adaptive_avg_pool_4x4" if kind == "conv" else "none",
+        reduction="avgpool4" if kind == "conv" else "none",  # what flowprobe.activations writes
     )
