@@ -34,7 +34,7 @@ def model():
 @pytest.fixture(scope="module")
 def dumped(tmp_path_factory, model, tiny):
     path = tmp_path_factory.mktemp("dump") / "activations.h5"
-    dump_activations(model, tiny, path, attrs=ATTRS, batch_size=7, device="cpu", progress=False)
+    dump_activations(model, tiny, path, attrs=ATTRS, dtype="float32", batch_size=7, device="cpu", progress=False)
     return path
 
 
@@ -79,7 +79,7 @@ def test_features_equal_a_direct_forward_pass(dumped, model, tiny):
 
 def test_dump_is_deterministic_and_in_eval_mode(tmp_path, model, tiny, dumped):
     model.train()  # the dump must switch to eval itself
-    dump_activations(model, tiny, tmp_path / "again.h5", attrs=ATTRS, batch_size=11, device="cpu", progress=False)
+    dump_activations(model, tiny, tmp_path / "again.h5", attrs=ATTRS, dtype="float32", batch_size=11, device="cpu", progress=False)
     with h5py.File(dumped) as a, h5py.File(tmp_path / "again.h5") as b:
         for name in probe_point_names(a):
             assert np.allclose(a[f"layers/{name}/train"][...], b[f"layers/{name}/train"][...], atol=1e-6)
@@ -91,7 +91,7 @@ def test_interrupted_dump_leaves_no_trusted_file(tmp_path, model, tiny, monkeypa
 
     monkeypatch.setattr(act, "_dump_split", explode)
     with pytest.raises(KeyboardInterrupt):
-        dump_activations(model, tiny, tmp_path / "activations.h5", attrs=ATTRS, device="cpu", progress=False)
+        dump_activations(model, tiny, tmp_path / "activations.h5", attrs=ATTRS, dtype="float32", device="cpu", progress=False)
     assert not (tmp_path / "activations.h5").exists()
     leftover = tmp_path / "activations.h5.incomplete"
     assert leftover.exists()
@@ -124,7 +124,7 @@ def test_disk_estimate_and_early_failure(tmp_path, model, tiny, monkeypatch):
 
     monkeypatch.setattr(act.shutil, "disk_usage", lambda path: Full)
     with pytest.raises(FlowprobeError, match="needs about .* GB"):
-        dump_activations(model, tiny, tmp_path / "x.h5", attrs=ATTRS, device="cpu", progress=False)
+        dump_activations(model, tiny, tmp_path / "x.h5", attrs=ATTRS, dtype="float32", device="cpu", progress=False)
     assert not list(tmp_path.iterdir())
 
 
@@ -179,7 +179,7 @@ def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, opt
     torch.manual_seed(1)
     net = build_model(spec, 10, **options).eval()
     path = tmp_path / "a.h5"
-    dump_activations(net, tiny, path, attrs=ATTRS, prebn=True, batch_size=8, device="cpu", progress=False)
+    dump_activations(net, tiny, path, attrs=ATTRS, dtype="float32", prebn=True, batch_size=8, device="cpu", progress=False)
     expected = unit_outputs_before_bn(net, normalised(tiny))
     with open_activations(path) as h5:
         names = prebn_point_names(h5)
@@ -199,7 +199,7 @@ def test_prebn_maps_equal_an_independent_recomputation(tmp_path, tiny, spec, opt
 def test_float16_and_compressed_dumps_hold_the_same_features(tmp_path, model, tiny, dumped):
     half, packed = tmp_path / "half.h5", tmp_path / "packed.h5"
     dump_activations(model, tiny, half, attrs=ATTRS, dtype="float16", batch_size=7, device="cpu", progress=False)
-    dump_activations(model, tiny, packed, attrs=ATTRS, compression="gzip", batch_size=7, device="cpu", progress=False)
+    dump_activations(model, tiny, packed, attrs=ATTRS, dtype="float32", compression="gzip", batch_size=7, device="cpu", progress=False)
     with open_activations(dumped) as full, open_activations(half) as h16, open_activations(packed) as gz:
         assert h16.attrs["dtype"] == "float16" and full.attrs["dtype"] == "float32"
         for name in probe_point_names(full):
