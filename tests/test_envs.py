@@ -1,8 +1,12 @@
 """One source of truth for versions: requirements.lock.
 
 envs/flowprobe.yaml (the rules' conda environment, written by scripts/sync_envs.py) must pin
-exactly the lock, and pyproject.toml's ranges must admit every locked version.
+exactly the lock, envs/tables.yaml (the table and figure rules) a part of it, and
+pyproject.toml's ranges must admit every locked version.
 """
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -30,9 +34,9 @@ def pins(lines: list[str], where: str) -> dict[str, str]:
     return out
 
 
-def lock_pins() -> dict[str, str]:
-    lines = [l.strip() for l in (ROOT / "requirements.lock").read_text().splitlines()]
-    return pins([l for l in lines if l and not l.startswith("#")], "requirements.lock")
+def lock_pins(name: str = "requirements.lock") -> dict[str, str]:
+    lines = [l.strip() for l in (ROOT / name).read_text().splitlines()]
+    return pins([l for l in lines if l and not l.startswith("#")], name)
 
 
 def conda_env() -> dict:
@@ -79,7 +83,7 @@ def declared_requirements() -> list[tuple[str, Requirement]]:
 
 @pytest.mark.parametrize(("group", "req"), declared_requirements(), ids=lambda x: str(x))
 def test_pyproject_range_admits_the_locked_version(group, req):
-    lock = lock_pins()
+    lock = lock_pins("requirements-dev.lock") if group == "lint" else lock_pins()
     name = canonicalize_name(req.name)
     assert name in lock, f"pyproject [{group}] needs {req}, which requirements.lock does not pin; add it to the lock"
     assert req.specifier.contains(lock[name], prereleases=True), (
@@ -87,3 +91,47 @@ def test_pyproject_range_admits_the_locked_version(group, req):
         "widen the range or update the lock"
     )
 
+
+
+# ------------------------------------------------- the small environment of the table/figure rules
+
+BLOCKED = ("torch", "torchvision", "sklearn", "h5py", "scipy")  # in envs/flowprobe.yaml only
+IMPORT_WITHOUT = """
+import importlib, sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not in envs/tables.yaml")
+sys.meta_path.insert(0, Blocker())
+sys.path.insert(0, {src!r})
+for module in {modules!r}:
+    importlib.import_module(module)
+"""
+
+
+def rules_in_env(env: str) -> dict[str, Path]:
+    """{rule: its script} of every rule whose conda directive names `env` (ENV, ENV_TABLES)."""
+    out = {}
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", path.read_text(), re.S | re.M):
+            if re.search(rf"conda:\s+{env}\s", body):
+                out[name] = ROOT / "workflow" / "scripts" / re.search(r'script:\s+"\.\./scripts/(\S+)"', body).group(1)
+    return out
+
+
+def test_table_env_pins_a_part_of_the_lock():
+    lock = lock_pins()
+    env = pins(env_pip_lines(yaml.safe_load((ROOT / "envs" / "tables.yaml").read_text())), "envs/tables.yaml")
+    assert {"pandas", "matplotlib", "seaborn", "pyyaml", "jsonschema"} <= set(env)
+    assert not set(BLOCKED) & set(env)
+    differ = sorted(f"{n}: lock {lock.get(n)}, env {v}" for n, v in env.items() if lock.get(n) != v)
+    assert not differ, f"envs/tables.yaml disagrees with requirements.lock ({SYNC}): {differ}"
+
+
+def test_rules_of_the_table_env_import_nothing_it_lacks():
+    rules = rules_in_env("ENV_TABLES")
+    assert {"table", "figure", "verdicts"} <= set(rules)
+    modules = sorted({m for script in rules.values() for m in re.findall(r"^from (flowprobe[\w.]*) import", script.read_text(), re.M)})
+    code = IMPORT_WITHOUT.format(blocked=BLOCKED, src=str(ROOT / "src"), modules=modules)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"a rule of envs/tables.yaml needs more than that env: {proc.stderr[-1500:]}"

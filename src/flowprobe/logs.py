@@ -136,3 +136,39 @@ def previous_attempts(log_path: str | Path) -> int:
         return 0
     with path.open(errors="replace") as fh:
         return sum(line.startswith(f"{HEADER_MARK} settings ") for line in fh)
+
+
+def setup_logging(log_path: str | Path, threads: int | None = None) -> logging.Logger:
+    """Send logging and progress bars (stderr) of this job to its Snakemake log file.
+
+    `threads` (the rule's `threads:`) caps torch's CPU threads so parallel jobs do not
+    oversubscribe the cores. This module imports no torch: table and figure jobs run without it.
+    """
+    torch = sys.modules.get("torch")  # only jobs that use torch have imported it; no import here
+    if threads and torch is not None:
+        torch.set_num_threads(threads)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    stream = open(log_path, "a", buffering=1)
+    sys.stderr = stream
+    logging.basicConfig(
+        stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    return logging.getLogger("flowprobe")
+
+
+def start_job(sm) -> logging.Logger:
+    """Start a Snakemake job's log: a header for this attempt, then logging and progress.
+
+    Snakemake deletes a job's log before it reruns the job, so each log usually holds one
+    attempt; a log that already holds some (a job run by hand twice) gets a new section.
+
+    Args:
+        sm: the `snakemake` object of a script (its rule, wildcards, params, log, threads).
+
+    Returns:
+        The "flowprobe" logger.
+    """
+    attempt = previous_attempts(sm.log[0]) + 1
+    logger = setup_logging(sm.log[0], sm.threads)
+    sys.stderr.write(job_header(sm.rule, dict(sm.wildcards.items()), dict(sm.params.items()), attempt))
+    return logger

@@ -1,4 +1,5 @@
-"""Glue between the Snakemake scripts and the library: logging, data and model of a run.
+"""Glue between the Snakemake scripts and the library: data and model of a run (job logs:
+flowprobe.logs.start_job).
 
 Scripts stay thin: they read `snakemake.params`, call one function here or in an analysis
 module, and write `snakemake.output`. Every value comes from `params` (never from
@@ -7,52 +8,14 @@ module, and write `snakemake.output`. Every value comes from `params` (never fro
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from flowprobe.data import Dataset, load_dataset
-from flowprobe.logs import job_header, previous_attempts
 from flowprobe.models import build_model
 from flowprobe.train import resolve_device
-
-
-def setup_logging(log_path: str | Path, threads: int | None = None) -> logging.Logger:
-    """Send logging and progress bars (stderr) of this job to its Snakemake log file.
-
-    `threads` (the rule's `threads:`) caps torch's CPU threads so parallel jobs do not
-    oversubscribe the cores.
-    """
-    if threads:
-        torch.set_num_threads(threads)
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    stream = open(log_path, "a", buffering=1)
-    sys.stderr = stream
-    logging.basicConfig(
-        stream=stream, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    return logging.getLogger("flowprobe")
-
-
-def start_job(sm) -> logging.Logger:
-    """Start a Snakemake job's log: a header for this attempt, then logging and progress.
-
-    Snakemake deletes a job's log before it reruns the job, so each log usually holds one
-    attempt; a log that already holds some (a job run by hand twice) gets a new section.
-
-    Args:
-        sm: the `snakemake` object of a script (its rule, wildcards, params, log, threads).
-
-    Returns:
-        The "flowprobe" logger.
-    """
-    attempt = previous_attempts(sm.log[0]) + 1
-    logger = setup_logging(sm.log[0], sm.threads)
-    sys.stderr.write(job_header(sm.rule, dict(sm.wildcards.items()), dict(sm.params.items()), attempt))
-    return logger
 
 
 def run_data(run: dict, data_root: str, download: bool, max_per_class: int | None = None) -> Dataset:

@@ -43,6 +43,8 @@ if (
 
 RUN_DIR = "results/runs/{run}/seed{seed}"
 ENV = "../../envs/flowprobe.yaml"
+# The table and figure rules need no torch: a small environment (scripts/sync_envs.py).
+ENV_TABLES = "../../envs/tables.yaml"
 
 
 wildcard_constraints:

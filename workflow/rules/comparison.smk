@@ -16,7 +16,7 @@ rule verdicts:
     benchmark:
         "results/benchmarks/table/verdicts.tsv"
     conda:
-        ENV
+        ENV_TABLES
     threads: 1
     resources:
         runtime=10,
@@ -44,7 +44,7 @@ rule paper_comparison:
     benchmark:
         "results/benchmarks/table/paper_comparison.tsv"
     conda:
-        ENV
+        ENV_TABLES
     threads: 1
     resources:
         runtime=10,

@@ -21,7 +21,7 @@ rule table:
     benchmark:
         "results/benchmarks/table/{figure}.tsv"
     conda:
-        ENV
+        ENV_TABLES
     threads: 1
     resources:
         runtime=10,
@@ -49,7 +49,7 @@ rule figure:
     benchmark:
         "results/benchmarks/figure/{figure}.tsv"
     conda:
-        ENV
+        ENV_TABLES
     threads: 1
     resources:
         runtime=10,

@@ -41,7 +41,7 @@ rule prediction_quality:
     benchmark:
         "results/benchmarks/table/prediction_quality.tsv"
     conda:
-        ENV
+        ENV_TABLES
     threads: 1
     resources:
         runtime=10,

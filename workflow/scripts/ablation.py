@@ -2,7 +2,8 @@
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.analysis.ablation import FineTune, ablation_table
 from flowprobe.data import Batches
-from flowprobe.workflow import load_trained, run_data, start_job
+from flowprobe.logs import start_job
+from flowprobe.workflow import load_trained, run_data
 
 sm = snakemake  # noqa: F821
 start_job(sm)

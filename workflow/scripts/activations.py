@@ -1,7 +1,8 @@
 """Dump activations.h5 of one trained run × seed (see workflow/rules/activations.smk)."""
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.activations import dump_activations
-from flowprobe.workflow import load_trained, run_data, start_job
+from flowprobe.logs import start_job
+from flowprobe.workflow import load_trained, run_data
 
 sm = snakemake  # noqa: F821
 log = start_job(sm)

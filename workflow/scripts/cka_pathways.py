@@ -1,7 +1,7 @@
 """Layer × layer CKA between two pathways of one block (see workflow/rules/analysis.smk)."""
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.analysis.cka import cka_pathway_table
-from flowprobe.workflow import start_job
+from flowprobe.logs import start_job
 
 sm = snakemake  # noqa: F821
 start_job(sm)

@@ -1,7 +1,7 @@
 """What one run × seed costs: parameters, FLOPs, train accuracy, seconds per epoch (see workflow/rules/sweep.smk)."""
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.prune import run_cost
-from flowprobe.workflow import start_job
+from flowprobe.logs import start_job
 
 sm = snakemake  # noqa: F821
 start_job(sm)

@@ -4,7 +4,8 @@ from itertools import islice
 
 from flowprobe.analysis.gradients import gradient_table
 from flowprobe.data import Batches
-from flowprobe.workflow import load_trained, run_data, start_job
+from flowprobe.logs import start_job
+from flowprobe.workflow import load_trained, run_data
 
 sm = snakemake  # noqa: F821
 start_job(sm)

@@ -1,7 +1,8 @@
 """model.pt and train_log.csv of a run from its checkpoint (see workflow/rules/train.smk)."""
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.imported import import_checkpoint
-from flowprobe.workflow import run_data, start_job
+from flowprobe.logs import start_job
+from flowprobe.workflow import run_data
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = start_job(sm)

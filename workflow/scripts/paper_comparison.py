@@ -3,7 +3,7 @@ import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 import pandas as pd
 
 from flowprobe.comparison import paper_comparison
-from flowprobe.workflow import start_job
+from flowprobe.logs import start_job
 
 sm = snakemake  # noqa: F821
 start_job(sm)

@@ -3,7 +3,8 @@ import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from pathlib import Path
 
 from flowprobe.train import TrainSettings, train_model
-from flowprobe.workflow import new_model, run_data, save_trained, start_job
+from flowprobe.logs import start_job
+from flowprobe.workflow import new_model, run_data, save_trained
 
 sm = snakemake  # noqa: F821  (injected by Snakemake)
 log = start_job(sm)

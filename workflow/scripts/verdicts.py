@@ -2,7 +2,7 @@
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.tables import figure_table
 from flowprobe.verdicts import verdict_table
-from flowprobe.workflow import start_job
+from flowprobe.logs import start_job
 
 sm = snakemake  # noqa: F821
 start_job(sm)
