@@ -230,7 +230,7 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     from flowprobe.models import build_model
 
     try:
-        with torch.device("meta"), _skip_random_init():
+        with torch.device("meta"), skip_random_init():
             build_model(spec, 10, in_channels=channels, input_size=size, **json.loads(options))
     except FlowprobeError as err:
         return f": {err}"
@@ -239,7 +239,7 @@ def _build_problem(spec: str, options: str, channels: int, size: int) -> str | N
     return None
 
 
-def _skip_random_init():
+def skip_random_init():
     """A torch function mode under which in-place random init is a no-op (the class is defined
     here, not at module level, because torch is imported only when models are checked)."""
     import torch

@@ -10,6 +10,8 @@ max_per_class; an `imagefolder` root is counted. Compression is not counted (an 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -65,6 +67,24 @@ def _count_folder(folder: Path) -> list[int]:
     ]
 
 
+@functools.lru_cache(maxsize=None)
+def _model_bytes(spec: str, options: str, classes: int, channels: int, size: int, reduction: str, dtype: str,
+                 prebn: bool) -> tuple[int, int]:
+    """(parameters, stored bytes per image) of a model, built once on the meta device without
+    random init (a resolution sweep asks for the same model several times)."""
+    import torch
+
+    from flowprobe.activations import bytes_per_image
+    from flowprobe.config import skip_random_init
+    from flowprobe.models import build_model
+
+    with torch.device("meta"), skip_random_init():
+        model = build_model(spec, classes, in_channels=channels, input_size=size, **json.loads(options))
+    # the shape trace (a forward pass on meta tensors) outside both modes: a torch function mode
+    # intercepts every op, which made it 20x slower
+    return sum(p.numel() for p in model.parameters()), bytes_per_image(model, classes, reduction, dtype, prebn)
+
+
 def run_estimate(name: str, run: dict, config: dict) -> dict:
     """One row of disk_table for run `name` of a loaded config (flowprobe.config.load_config).
 
@@ -75,20 +95,12 @@ def run_estimate(name: str, run: dict, config: dict) -> dict:
     Returns:
         dict with the columns of disk_table.
     """
-    import torch
-
-    from flowprobe.activations import bytes_per_image
-    from flowprobe.models import build_model
-
     act = config["activations"]
     train, test = split_images(run, config["data_root"], act["max_per_class"] or run.get("max_per_class"))
     channels = run["channels"] or (1 if run["dataset"] == "mnist" else 3)
     prebn = config["saturation"]["source"] == "prebn_nearest4"
-    with torch.device("meta"):
-        model = build_model(run["model"], len(train), in_channels=channels, input_size=run["resolution"],
-                            **run["model_options"])
-        per_image = bytes_per_image(model, len(train), act["reduction"], act["dtype"], prebn)
-        parameters = sum(p.numel() for p in model.parameters())
+    parameters, per_image = _model_bytes(run["model"], json.dumps(run["model_options"], sort_keys=True), len(train),
+                                         channels, run["resolution"], act["reduction"], act["dtype"], prebn)
     images = sum(train) + sum(test)
     return {
         "run": name,
