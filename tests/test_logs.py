@@ -60,3 +60,12 @@ def test_differences_name_each_changed_leaf():
     old = {"train": {"lr": 0.05, "epochs": 3}, "seed": 0, "model": {"options": {"widths": [4, 8]}}}
     new = {"train": {"lr": 0.01, "epochs": 3}, "seed": 0, "model": {"options": {"widths": [4, 16]}}}
     assert differences(old, new) == ["model.options.widths: [4, 8] → [4, 16]", "train.lr: 0.05 → 0.01"]
+
+
+def test_slow_stages_report_seconds_per_unit_not_zero_per_second():
+    from flowprobe.logs import _progress_line
+
+    assert _progress_line("probes: probe point", 7, 14, 7, "points", 30.0) == (
+        "probes: probe point 7/14, 4.3 s per point, ETA 0:00:30")
+    assert _progress_line("epoch 1/2: batch", 200, 800, 12800, "img", 20.0) == (
+        "epoch 1/2: batch 200/800, 640 img/s, ETA 0:01:00")

@@ -84,7 +84,9 @@ def _logged(items, desc, total, size, step, unit, every):
 
 def _progress_line(desc, k, total, units, unit, elapsed) -> str:
     rate = units / max(elapsed, 1e-9)
-    line = f"{desc} {k}/{total if total is not None else '?'}, {rate:.0f} {unit}/s"
+    # slow stages (a probe point takes seconds) read better as seconds per unit
+    speed = f"{rate:.0f} {unit}/s" if rate >= 1 else f"{1 / max(rate, 1e-9):.1f} s per {unit.rstrip('s')}"
+    line = f"{desc} {k}/{total if total is not None else '?'}, {speed}"
     if total:
         line += f", ETA {_clock(elapsed / k * (total - k))}"
     return line
