@@ -153,6 +153,8 @@ def test_smoke_keeps_models_and_shrinks_data_and_schedules():
     assert smoke["activations"]["reduction"] == full["activations"]["reduction"]
     assert smoke["gradients"]["max_batches"] == 1 and smoke["gradients"]["batch_size"] == SMOKE_BATCH
     assert len(smoke["probes"]["l2_grid"]) == 1
+    assert smoke["activations"]["dtype"] == "float32" and smoke["ablation"]["max_images"] == SMOKE_BATCH
+    assert full["ablation"]["max_images"] is None
 
 
 def test_smoke_must_be_a_boolean():

@@ -118,6 +118,19 @@ def test_max_per_class_is_balanced_and_seeded(cifar10_root):
     assert torch.equal(sub.train.labels, full.train.labels[sub.train.indices])
 
 
+def test_sample_is_a_seeded_subset_in_split_order(cifar10_root):
+    test = load_dataset("cifar10", root=cifar10_root).test
+    part = test.sample(5, seed=0)
+    assert len(part) == 5 and torch.equal(part.indices, part.indices.sort().values)
+    rows = torch.nonzero(torch.isin(test.indices, part.indices)).flatten()
+    assert torch.equal(part.images, test.images[rows]) and torch.equal(part.labels, test.labels[rows])
+    assert torch.equal(test.sample(5, seed=0).indices, part.indices)
+    assert not torch.equal(test.sample(5, seed=1).indices, part.indices)
+    assert test.sample(None) is test and test.sample(len(test) + 1) is test
+    with pytest.raises(DataError, match="positive integer"):
+        test.sample(0)
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -3,6 +3,7 @@ probe_table (analysis/probes.py, analysis/probe_solvers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -174,6 +175,20 @@ def test_move_rows_to_front_permutes_in_place(as_tensor, monkeypatch):
     assert np.array_equal(moved, original[source])  # a permutation, described by `source`
     assert sorted(source) == list(range(20000))
     assert set(source[:9000]) == set(groups[0]) and set(source[9000:10000]) == set(groups[1])
+
+
+def test_a_grid_of_one_l2_is_that_l2_without_a_hold_out():
+    """One image per class cannot be split into fit and hold-out; a one-value grid needs no split
+    and fits exactly what l2=that value fits."""
+    x, y = blobs(40, 8, 10, separation=1.0, seed=3)
+    one_per_class = np.sort(np.unique(y[:30], return_index=True)[1])
+    x_tr, y_tr = x[one_per_class], y[one_per_class]
+    with pytest.raises(AnalysisError, match="too small to hold out"):
+        fit_probe(x_tr, y_tr, x[30:], y[30:], l2_grid=(1e-2, 1e-1))
+    result = fit_probe(x_tr, y_tr, x[30:], y[30:], l2_grid=(1e-2,))
+    assert result.l2 == 1e-2 and np.isnan(result.val_acc)
+    given = fit_probe(x_tr, y_tr, x[30:], y[30:], l2=1e-2)
+    assert dataclasses.replace(result, val_acc=0.0) == dataclasses.replace(given, val_acc=0.0)
 
 
 def _cross_entropy(model, x, y):

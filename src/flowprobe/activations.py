@@ -32,7 +32,7 @@ from flowprobe.errors import FlowprobeError
 from flowprobe.logs import with_progress
 from flowprobe.models import probe_points, receptive_fields
 from flowprobe.models.base import Tap, taps
-from flowprobe.train import resolve_device
+from flowprobe.devices import resolve_device
 
 REDUCTIONS = ("avgpool4", "none")
 _D = DEFAULTS["activations"]  # the one place of the dump defaults

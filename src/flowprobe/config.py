@@ -66,7 +66,7 @@ DEFAULTS: dict = {
     "saturation": {"delta": 0.99, "k_rule": "textbook", "split": "train", "source": "prebn_nearest4"},
     "cka": {"split": "test", "debiased": False, "pathways": None, "batch_size": 256},
     "gradients": {"batch_size": 64, "max_batches": 50},
-    "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01},
+    "ablation": {"finetune_epochs": 0, "finetune_lr": 0.01, "max_images": None},
     "verdicts": {"layer_tol": 0.01, "pathway_tol": 0.03, "depth_ratio": 2.0},
     "figures": {},
 }
@@ -76,19 +76,26 @@ DEFAULTS: dict = {
 # analysis and figure of the config, but each run trains one epoch on SMOKE_PER_CLASS images per
 # class (train and test split) and every analysis sees as few, so the whole DAG runs on a CPU in
 # minutes. It finds shape, dtype, wiring and memory-per-image errors at the real sizes; its numbers
-# mean nothing. The overlay below is the only place that says what smoke mode changes. Its lr is
-# small because one step at lr 0.1 leaves the batch-norm running statistics so far from the new
-# weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode. Backward passes
-# take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 160 px keeps ~1.8 GB of activations per image
-# for the backward pass, so a batch of 20 was killed for memory on a 23 GB machine (2 images per
-# class × 10 classes stays an even count, so no batch norm ever sees a batch of one).
-SMOKE_PER_CLASS = 2
+# mean nothing. The overlay below is the only place that says what smoke mode changes:
+# - lr is small because one step at lr 0.1 leaves the batch-norm running statistics so far from the
+#   new weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode; even at
+#   1e-3 a one-epoch DenseNet18 reaches values beyond float16's range, so the dump stores float32
+#   (the float16 path is exercised by the demo and the tests of flowprobe.activations).
+# - Backward passes take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 160 px keeps ~1.8 GB of
+#   activations per image for the backward pass, so a batch of 20 was killed for memory on a 23 GB
+#   machine (one image per class × 10 classes stays an even count, so no batch norm sees a batch
+#   of one).
+# - The probe grid is one l2 (no held-out selection, which needs two images of a class).
+# - A forward pass of MPNet4(8:3x3, 1:7x7) at 200 px takes ~2.6 s per image on one CPU core and
+#   its ablation table needs 19 of them per image, so ablations see SMOKE_BATCH test images.
+SMOKE_PER_CLASS = 1
 SMOKE_BATCH = 2
 SMOKE_RUN = {"max_per_class": SMOKE_PER_CLASS, "train": {"epochs": 1, "lr": 1e-3, "batch_size": SMOKE_BATCH}}
 SMOKE_ANALYSES = {
-    "activations": {"max_per_class": SMOKE_PER_CLASS},
+    "activations": {"max_per_class": SMOKE_PER_CLASS, "dtype": "float32"},
     "probes": {"l2_grid": [1e-2], "max_iter": 10},
     "gradients": {"batch_size": SMOKE_BATCH, "max_batches": 1},
+    "ablation": {"max_images": SMOKE_BATCH},
 }
 
 

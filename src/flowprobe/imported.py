@@ -15,7 +15,8 @@ import torch
 
 from flowprobe.data import Batches, Dataset
 from flowprobe.errors import ModelSpecError
-from flowprobe.train import evaluate, resolve_device
+from flowprobe.devices import resolve_device
+from flowprobe.train import evaluate
 from flowprobe.workflow import new_model, save_trained
 
 

@@ -24,6 +24,7 @@ from flowprobe.checkpoint import load_checkpoint, save_checkpoint, training_iden
 from flowprobe.config import DEFAULTS
 from flowprobe.data import Batches, Dataset
 from flowprobe.data.loader import MODEL_STREAM, stream_seed
+from flowprobe.devices import resolve_device
 from flowprobe.errors import TrainingError
 from flowprobe.logs import with_progress
 
@@ -50,13 +51,6 @@ class TrainSettings:
 
 
 assert {f.name for f in fields(TrainSettings)} == set(_DEFAULT), "TrainSettings and config defaults disagree"
-
-
-def resolve_device(device: str | None = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _autocast(device: torch.device):

@@ -15,7 +15,7 @@ from torch import nn
 
 from flowprobe.data import Dataset, load_dataset
 from flowprobe.models import build_model
-from flowprobe.train import resolve_device
+from flowprobe.devices import resolve_device
 
 
 def run_data(run: dict, data_root: str, download: bool, max_per_class: int | None = None) -> Dataset:

@@ -6,15 +6,20 @@ from flowprobe.logs import start_job
 from flowprobe.workflow import load_trained, run_data
 
 sm = snakemake  # noqa: F821
-start_job(sm)
+log = start_job(sm)
 p = sm.params
 model, _ = load_trained(sm.input.model, p.device)
 data = run_data(p.run, p.data_root, p.download)
 device = next(model.parameters()).device
 
 
+test_images = data.test.sample(p.ablation["max_images"], seed=0)
+log.info("ablations evaluated on %d of the %d test images%s", len(test_images), len(data.test),
+         " (ablation.max_images)" if len(test_images) < len(data.test) else "")
+
+
 def test_batches():
-    return Batches(data.test, batch_size=512, mean=data.mean, std=data.std, device=device)
+    return Batches(test_images, batch_size=512, mean=data.mean, std=data.std, device=device)
 
 
 def train_batches():

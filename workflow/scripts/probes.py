@@ -1,7 +1,7 @@
 """Probe accuracy per probe point (see workflow/rules/analysis.smk)."""
 import _checkout  # noqa: F401,I001  (this checkout's src/ first on sys.path)
 from flowprobe.analysis.probes import probe_table
-from flowprobe.train import resolve_device
+from flowprobe.devices import resolve_device
 from flowprobe.logs import start_job
 
 sm = snakemake  # noqa: F821

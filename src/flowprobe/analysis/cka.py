@@ -23,6 +23,7 @@ import torch
 
 from flowprobe import h5io
 from flowprobe.config import DEFAULTS
+from flowprobe.devices import resolve_device
 from flowprobe.errors import AnalysisError, ConfigError
 
 _D = DEFAULTS["cka"]  # the one place of the CKA defaults
@@ -126,8 +127,7 @@ class MinibatchCKA:
         self.n_x, self.n_y, self.debiased = n_layers_x, n_layers_y, debiased
         self.names_x = list(names_x or [f"x[{i}]" for i in range(n_layers_x)])
         self.names_y = list(names_y or [f"y[{j}]" for j in range(n_layers_y or 0)])
-        auto = device in (None, "auto")
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
+        self.device = resolve_device(device)
         n_all = n_layers_x + (n_layers_y or 0)
         self.hsic = torch.zeros(n_all, n_all, dtype=torch.float64, device=self.device)
         self.n_batches = 0

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from flowprobe.devices import resolve_device
+
 SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
 PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
 STEEP = 20.0  # top / mean covariance eigenvalue above which the preconditioner is used at once
@@ -51,8 +53,7 @@ class TorchLBFGS:
 
     def __init__(self, max_iter: int, tol: float, device=None, rank: int = 64):
         self.max_iter, self.tol, self.rank = max_iter, tol, rank
-        auto = device in (None, "auto")
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if auto else device)
+        self.device = resolve_device(device)
         self._eig = None  # (lam, V), sketched when a first fit needs the preconditioner
 
     def standardise(self, x_train, x_test, overwrite: bool = False):

@@ -86,7 +86,8 @@ def fit_probe(
         backend: "torch" (L-BFGS on the device) or "sklearn" (the float64 reference).
         l2: penalty of the objective; None selects it from `l2_grid` by held-out
             cross-entropy on a `val_fraction` stratified hold-out of at most
-            `selection_rows` train rows (None: all rows).
+            `selection_rows` train rows (None: all rows). A grid of one value is that l2
+            (nothing to select, no hold-out, val_acc NaN).
         max_iter, tol: stop after max_iter L-BFGS iterations or when ||grad L||_inf <= tol.
         seed: seeds the selection subsample, the hold-out and the bootstrap.
         n_bootstrap, ci_level: resamples and level of the test-accuracy interval.
@@ -106,6 +107,8 @@ def fit_probe(
     x_tr, x_te = solver.standardise(x_train, x_test, overwrite=overwrite_features)
     y_tr = np.searchsorted(classes, y_train)  # encoded 0..K-1, as sklearn's LabelEncoder
     val_acc, init = math.nan, None
+    if l2 is None and len(l2_grid) == 1:
+        l2 = l2_grid[0]
     if l2 is None:
         fit_idx, val_idx = selection_split(y_tr, val_fraction, selection_rows, seed)
         y_tr = y_tr[move_rows_to_front(x_tr, [fit_idx, val_idx])]

@@ -22,6 +22,16 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def sample(self, count: int | None, seed: int = 0) -> ImageSet:
+        """At most `count` images drawn without replacement by a permutation seeded with `seed`,
+        kept in split order (all of them when `count` is None or not smaller than the split)."""
+        if count is None or count >= len(self):
+            return self
+        if count < 1:
+            raise DataError(f"count={count}: must be a positive integer or None")
+        chosen = torch.sort(torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]).values
+        return ImageSet(self.images[chosen], self.labels[chosen], self.indices[chosen])
+
 
 @dataclass
 class Dataset:
