@@ -36,6 +36,7 @@ def test_scale_names_every_difference_from_the_papers_setting():
                train=PAPER_RUN["train"] | {"epochs": 15}, max_per_class=12)
     assert scale(demo, claim) == ("dataset cifar10-mini (paper cifar10); 12 training images per class; "
                                   "model widths=[16, 32]; 15 epochs (paper 30)")
+    assert scale(run("VGG16", max_images=4), claim) == "4 training images"
 
 
 def write_run(tmp_path, name, seed, acc, drop=None):

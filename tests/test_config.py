@@ -136,7 +136,7 @@ def test_figure_kind_enum_is_the_registry():
 
 
 def test_smoke_keeps_models_and_shrinks_data_and_schedules():
-    from flowprobe.config import SMOKE_BATCH, SMOKE_PER_CLASS
+    from flowprobe.config import SMOKE_BATCH, SMOKE_IMAGES
 
     raw = yaml.safe_load((ROOT / "config.yaml").read_text())
     full, smoke = load_config(raw), load_config({**raw, "smoke": True})
@@ -145,11 +145,11 @@ def test_smoke_keeps_models_and_shrinks_data_and_schedules():
     for name, run in smoke["runs"].items():
         same = ("model", "model_options", "dataset", "dataset_variant", "resolution", "channels", "seeds")
         assert {k: run[k] for k in same} == {k: full["runs"][name][k] for k in same}
-        assert run["max_per_class"] == SMOKE_PER_CLASS and run["train"]["epochs"] == 1
+        assert run["max_images"] == SMOKE_IMAGES and run["train"]["epochs"] == 1
         assert run["train"]["batch_size"] == SMOKE_BATCH
         kept = {k: v for k, v in full["runs"][name]["train"].items() if k not in ("epochs", "lr", "batch_size")}
         assert kept.items() <= run["train"].items(), "optimizer, momentum, augmentation... as configured"
-    assert smoke["activations"]["max_per_class"] == SMOKE_PER_CLASS
+    assert smoke["activations"]["max_per_class"] is None  # the dump sees the run's images
     assert smoke["activations"]["reduction"] == full["activations"]["reduction"]
     assert smoke["gradients"]["max_batches"] == 1 and smoke["gradients"]["batch_size"] == SMOKE_BATCH
     assert len(smoke["probes"]["l2_grid"]) == 1

@@ -118,6 +118,21 @@ def test_max_per_class_is_balanced_and_seeded(cifar10_root):
     assert torch.equal(sub.train.labels, full.train.labels[sub.train.indices])
 
 
+def test_max_images_spreads_over_classes_and_is_a_subset_of_a_larger_cap(cifar10_root):
+    full = load_dataset("cifar10", root=cifar10_root)
+    four = load_dataset("cifar10", root=cifar10_root, max_images=4)
+    twelve = load_dataset("cifar10", root=cifar10_root, max_images=12)
+    assert len(four.train) == len(four.test) == 4 and len(set(four.train.labels.tolist())) == 4
+    counts = twelve.train.labels.bincount(minlength=10)
+    assert len(twelve.train) == 12 and counts.max() - counts.min() == 1  # two of two classes, one of the rest
+    assert set(four.train.indices.tolist()) <= set(twelve.train.indices.tolist())
+    assert torch.equal(four.train.images, full.train.images[four.train.indices])
+    capped = load_dataset("cifar10", root=cifar10_root, max_per_class=1, max_images=30)
+    assert len(capped.train) == 10 and torch.equal(capped.train.labels.bincount(), torch.ones(10, dtype=torch.long))
+    with pytest.raises(DataError, match="max_images=0"):
+        load_dataset("cifar10", root=cifar10_root, max_images=0)
+
+
 def test_sample_is_a_seeded_subset_in_split_order(cifar10_root):
     test = load_dataset("cifar10", root=cifar10_root).test
     part = test.sample(5, seed=0)

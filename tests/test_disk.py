@@ -32,6 +32,8 @@ def test_images_per_split_follow_the_dataset_and_max_per_class(imagefolder_root)
     folder = {**run, "dataset": "imagefolder", "dataset_root": str(imagefolder_root)}
     assert split_images(folder, "data", None) == ([4, 4, 4], [2, 2, 2])  # counted, 3 class folders
     assert split_images(folder, "data", 3) == ([3, 3, 3], [2, 2, 2])
+    assert split_images({**folder, "max_images": 7}, "data", None) == ([3, 2, 2], [2, 2, 2])
+    assert [sum(s) for s in split_images({**run, "max_images": 4}, "data", None)] == [4, 4]
 
 
 def test_estimate_is_the_independent_formula_and_bounds_a_real_dump(tmp_path):

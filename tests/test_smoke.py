@@ -12,7 +12,7 @@ import yaml
 from conftest import write_paper_data
 from snakemake_stats import job_stats
 
-from flowprobe.config import SMOKE_BATCH, SMOKE_PER_CLASS, load_config
+from flowprobe.config import SMOKE_BATCH, SMOKE_IMAGES, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -59,11 +59,11 @@ def test_each_run_trains_one_epoch_and_dumps_a_few_images_at_its_real_size(smoke
         folder = work / "results" / "runs" / name / "seed0"
         assert len(pd.read_csv(folder / "train_log.csv")) == 1, name
         with h5py.File(folder / "activations.h5") as h5:
-            assert len(h5["labels/train"]) <= SMOKE_PER_CLASS * 10, name
+            assert len(h5["labels/train"]) == len(set(h5["labels/train"][:])) == SMOKE_IMAGES, name
             assert h5.attrs["resolution"] == config["runs"][name]["resolution"], name
     for name in config["figures"]["ablation"]["runs"]:
         log = (work / "results" / "logs" / "ablation" / f"{name}_seed0.log").read_text()
-        assert f"ablations evaluated on {SMOKE_BATCH} of the 10 test images (ablation.max_images)" in log, name
+        assert f"ablations evaluated on {SMOKE_BATCH} of the {SMOKE_IMAGES} test images (ablation.max_images)" in log, name
 
 
 def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:

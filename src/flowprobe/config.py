@@ -34,6 +34,7 @@ DEFAULTS: dict = {
         "resolution": 32,
         "channels": None,
         "max_per_class": None,
+        "max_images": None,
         "seeds": [0],
         "train": {
             "epochs": 30,
@@ -73,26 +74,26 @@ DEFAULTS: dict = {
 
 
 # Smoke mode (`smoke: true`, e.g. `--config smoke=true`): every run, model, width, resolution,
-# analysis and figure of the config, but each run trains one epoch on SMOKE_PER_CLASS images per
-# class (train and test split) and every analysis sees as few, so the whole DAG runs on a CPU in
-# minutes. It finds shape, dtype, wiring and memory-per-image errors at the real sizes; its numbers
-# mean nothing. The overlay below is the only place that says what smoke mode changes:
+# analysis and figure of the config, but each run trains one epoch on SMOKE_IMAGES images (of as
+# many classes) and sees as many test images, and every analysis sees those, so the whole DAG runs
+# on a CPU in minutes. It finds shape, dtype, wiring and memory-per-image errors at the real sizes;
+# its numbers mean nothing. The overlay below is the only place that says what smoke mode changes:
 # - lr is small because one step at lr 0.1 leaves the batch-norm running statistics so far from the
 #   new weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode; even at
 #   1e-3 a one-epoch DenseNet18 reaches values beyond float16's range, so the dump stores float32
 #   (the float16 path is exercised by the demo and the tests of flowprobe.activations).
 # - Backward passes take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 160 px keeps ~1.8 GB of
 #   activations per image for the backward pass, so a batch of 20 was killed for memory on a 23 GB
-#   machine (one image per class × 10 classes stays an even count, so no batch norm sees a batch
-#   of one).
+#   machine. SMOKE_IMAGES is a multiple of it, so no batch norm sees a batch of one, and 4 so that
+#   debiased CKA (n > 3) and probes (two classes or more) are defined.
 # - The probe grid is one l2 (no held-out selection, which needs two images of a class).
 # - A forward pass of MPNet4(8:3x3, 1:7x7) at 200 px takes ~2.6 s per image on one CPU core and
 #   its ablation table needs 19 of them per image, so ablations see SMOKE_BATCH test images.
-SMOKE_PER_CLASS = 1
+SMOKE_IMAGES = 4
 SMOKE_BATCH = 2
-SMOKE_RUN = {"max_per_class": SMOKE_PER_CLASS, "train": {"epochs": 1, "lr": 1e-3, "batch_size": SMOKE_BATCH}}
+SMOKE_RUN = {"max_images": SMOKE_IMAGES, "train": {"epochs": 1, "lr": 1e-3, "batch_size": SMOKE_BATCH}}
 SMOKE_ANALYSES = {
-    "activations": {"max_per_class": SMOKE_PER_CLASS, "dtype": "float32"},
+    "activations": {"dtype": "float32"},
     "probes": {"l2_grid": [1e-2], "max_iter": 10},
     "gradients": {"batch_size": SMOKE_BATCH, "max_batches": 1},
     "ablation": {"max_images": SMOKE_BATCH},

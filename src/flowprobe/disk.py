@@ -32,7 +32,8 @@ GIB = 2**30
 
 
 def split_images(run: dict, data_root: str, max_per_class: int | None) -> tuple[list[int], list[int]]:
-    """Images per class of the train and test split of `run`'s dataset, after `max_per_class`.
+    """Images per class of the train and test split of `run`'s dataset, after `max_per_class`
+    and the run's `max_images` (spread over the classes as `balanced_subset` spreads it).
 
     Known datasets are taken as class-balanced; an imagefolder root is counted file by file.
 
@@ -50,7 +51,19 @@ def split_images(run: dict, data_root: str, max_per_class: int | None) -> tuple[
         counts = [_balanced(n) for n in DATASET_IMAGES[run["dataset"]]]
     if max_per_class is not None:
         counts = [[min(c, max_per_class) for c in split] for split in counts]
+    if run.get("max_images") is not None:
+        counts = [_spread(split, run["max_images"]) for split in counts]
     return counts[0], counts[1]
+
+
+def _spread(counts: list[int], total: int) -> list[int]:
+    """At most `total` items taken one per class and round, from classes holding `counts`."""
+    out = [0] * len(counts)
+    while total > 0 and any(o < c for o, c in zip(out, counts)):
+        for i, c in enumerate(counts):
+            if total > 0 and out[i] < c:
+                out[i], total = out[i] + 1, total - 1
+    return out
 
 
 def _balanced(n: int) -> list[int]:

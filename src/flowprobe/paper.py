@@ -115,6 +115,8 @@ def scale(run: dict, claim: Claim) -> str:
         diffs.append(f"resolution {run['resolution']} (paper {claim.resolution})")
     if run.get("max_per_class"):
         diffs.append(f"{run['max_per_class']} training images per class")
+    if run.get("max_images"):
+        diffs.append(f"{run['max_images']} training images")
     shrunk = {k: v for k, v in (run.get("model_options") or {}).items() if k in SIZE_OPTIONS}
     if shrunk:
         diffs.append("model " + ", ".join(f"{k}={v}" for k, v in shrunk.items()))

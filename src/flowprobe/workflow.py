@@ -29,6 +29,7 @@ def run_data(run: dict, data_root: str, download: bool, max_per_class: int | Non
         variant=run.get("dataset_variant"),
         max_per_class=max_per_class or run.get("max_per_class"),
         seed=0,
+        max_images=run.get("max_images"),
     )
 
 

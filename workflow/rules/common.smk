@@ -107,6 +107,7 @@ def data_params(wildcards):
         "resolution",
         "channels",
         "max_per_class",
+        "max_images",
     )
     return {k: run[k] for k in keys}
 

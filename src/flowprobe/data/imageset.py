@@ -57,20 +57,34 @@ class Dataset:
         return self.train.images.shape[-1]
 
 
-def balanced_subset(labels: torch.Tensor, max_per_class: int | None, seed: int = 0) -> torch.Tensor:
+def balanced_subset(labels: torch.Tensor, max_per_class: int | None, seed: int = 0,
+                    max_images: int | None = None) -> torch.Tensor:
     """Sorted indices of at most `max_per_class` items per class, drawn without replacement
-    by a permutation from a generator seeded with `seed` (same seed, same subset)."""
-    if max_per_class is None:
+    by a permutation from a generator seeded with `seed` (same seed, same subset).
+
+    With `max_images`, at most that many of them in all, as even over the classes as possible:
+    one item of every class (classes in a seeded order) before a second of any, so 4 images of
+    a 10-class split are 4 images of 4 classes. The per-class draws do not depend on
+    `max_images`, so a smaller cap picks a subset of a larger one's items."""
+    for name, value in (("max_per_class", max_per_class), ("max_images", max_images)):
+        if value is not None and value < 1:
+            raise DataError(f"{name}={value}: must be a positive integer or None")
+    if max_per_class is None and max_images is None:
         return torch.arange(len(labels))
-    if max_per_class < 1:
-        raise DataError(f"max_per_class={max_per_class}: must be a positive integer or None")
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for cls in torch.unique(labels):
         members = torch.nonzero(labels == cls).flatten()
         order = torch.randperm(len(members), generator=generator)
         chosen.append(members[order[:max_per_class]])
-    return torch.sort(torch.cat(chosen)).values
+    if max_images is not None:
+        classes = torch.randperm(len(chosen), generator=generator).tolist()
+        picked, depth = [], 0
+        while len(picked) < max_images and any(depth < len(chosen[c]) for c in classes):
+            picked += [chosen[c][depth] for c in classes if depth < len(chosen[c])]
+            depth += 1
+        chosen = [torch.stack(picked[:max_images])] if picked else []
+    return torch.sort(torch.cat(chosen)).values if chosen else torch.zeros(0, dtype=torch.long)
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -26,6 +26,7 @@ def load_dataset(
     variant: str | None = None,
     max_per_class: int | None = None,
     seed: int = 0,
+    max_images: int | None = None,
 ) -> Dataset:
     """Load `name` from `root` as uint8 [N, C, R, R] train/test tensors.
 
@@ -35,6 +36,8 @@ def load_dataset(
     variant: ImageNette size, '160px' (default), '320px' or 'full'.
     max_per_class: class-balanced subset of each split, chosen by a permutation seeded
         with `seed` (deterministic); None keeps everything.
+    max_images: at most this many images per split, spread over the classes as evenly as
+        possible (one of every class before a second of any; `balanced_subset`).
     mean/std of the result are per channel over the (subset) train split, in [0, 1] units.
     """
     if channels not in (None, 1, 3):
@@ -43,8 +46,8 @@ def load_dataset(
     size = resolution or source.train.native
     if size < 1:
         raise DataError(f"resolution={resolution}: must be a positive number of pixels")
-    train = _materialise(source.train, size, channels, max_per_class, seed)
-    test = _materialise(source.test, size, channels, max_per_class, seed)
+    train = _materialise(source.train, size, channels, max_per_class, seed, max_images)
+    test = _materialise(source.test, size, channels, max_per_class, seed, max_images)
     mean, std = channel_stats(train.images)
     return Dataset(name=name, train=train, test=test, classes=source.classes, mean=mean, std=std)
 
@@ -66,8 +69,9 @@ def _open_source(name: str, root: str | Path, download: bool, variant: str | Non
     return imagefolder(folder)
 
 
-def _materialise(split: RawSplit, size: int, channels: int | None, max_per_class: int | None, seed: int) -> ImageSet:
-    indices = balanced_subset(split.labels, max_per_class, seed)
+def _materialise(split: RawSplit, size: int, channels: int | None, max_per_class: int | None, seed: int,
+                 max_images: int | None) -> ImageSet:
+    indices = balanced_subset(split.labels, max_per_class, seed, max_images)
     images = convert_channels(split.read(indices, size), channels)
     return ImageSet(images=images, labels=split.labels[indices].clone(), indices=indices)
 
