@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-# The lint tools (snakefmt) only for `make test` / `make lint`, not for the demo.
+# The lint tools (snakefmt) and pytest-xdist only for `make test` / `make lint`, not for the demo.
 $(LINT_STAMP): $(STAMP) requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-dev.lock
 	touch $@
@@ -36,9 +36,11 @@ demo-fig7: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --report report.html $(DEMO_OPTS)
 
-# The workflow's own checks first (Snakemake's linter, snakefmt), then the test suite.
+# The workflow's own checks first (Snakemake's linter, snakefmt), then the test suite on CORES
+# workers, one test file per worker at a time (a file's module fixtures are built once), the
+# slowest files first (tests/conftest.py).
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(CORES) --dist loadfile tests
 
 lint: $(LINT_STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml

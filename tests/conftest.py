@@ -38,6 +38,15 @@ NOISE = 20  # width of each label's pixel range; < LABEL_STEP so ranges do not o
 CIFAR_PER_BATCH = 20
 SHAPES = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28), "imagenette": (3, 20, 26), "imagefolder": (3, 16, 16)}
 IMAGEFOLDER_CLASSES = ("circle", "cross", "square")
+# The files of real snakemake runs, slowest first: `make test` hands whole files to its workers in
+# collection order, so these start first and the short unit tests fill the gaps at the end.
+SLOW_FILES = ("test_smoke.py", "test_slurm.py", "test_resume.py", "test_workflow.py", "test_sweep.py",
+              "test_traced_workflow.py", "test_disk.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: file order kept
 
 
 def label_pixels(labels: np.ndarray, shape: tuple[int, ...], seed: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Job-log headers, progress lines and canonical settings (flowprobe.logs, flowprobe.fingerprint)."""
 import logging
 import re
+import time
 
 from flowprobe.config import DEFAULTS
 from flowprobe.fingerprint import canonical, canonical_config, differences, fingerprint
@@ -16,6 +17,19 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_eta(caplog):
     assert len(lines) == 6 and "\r" not in "".join(lines)
     assert re.fullmatch(r"epoch 2/3: batch 3/5, \d+ img/s, ETA 0:00:00", lines[2]), lines[2]
     assert re.fullmatch(r"epoch 2/3 done in 0:00:00 \(\d+ img/s\)", lines[-1]), lines[-1]
+
+
+def test_slow_stages_say_seconds_per_unit_to_the_last_line(caplog):
+    """A probe point takes seconds: '0 points/s' would say nothing, on the progress lines or the last."""
+    def slow(n):
+        for i in range(n):
+            time.sleep(0.02)
+            yield i
+
+    with caplog.at_level(logging.INFO, logger="flowprobe.progress"):
+        list(with_progress(slow(3), "probes", step="probe point", unit="points", size=lambda _: 0.01, every=0))
+    assert re.fullmatch(r"probes: probe point 2/\?, \d+\.\d s per point", caplog.messages[1]), caplog.messages[1]
+    assert re.fullmatch(r"probes done in 0:00:00 \(\d+\.\d s per point\)", caplog.messages[-1]), caplog.messages[-1]
 
 
 def test_progress_is_silent_when_short_or_disabled(caplog):

@@ -79,14 +79,17 @@ def _logged(items, desc, total, size, step, unit, every):
             last = now
     elapsed = time.monotonic() - start
     if last > start:  # the loop reported before: say it ended
-        log.info("%s done in %s (%.0f %s/s)", desc, _clock(elapsed), units / max(elapsed, 1e-9), unit)
+        log.info("%s done in %s (%s)", desc, _clock(elapsed), _speed(units, unit, elapsed))
+
+
+def _speed(units: float, unit: str, elapsed: float) -> str:
+    """'R unit/s', or 'S s per unit' for slow stages (a probe point takes seconds)."""
+    rate = units / max(elapsed, 1e-9)
+    return f"{rate:.0f} {unit}/s" if rate >= 1 else f"{1 / max(rate, 1e-9):.1f} s per {unit.rstrip('s')}"
 
 
 def _progress_line(desc, k, total, units, unit, elapsed) -> str:
-    rate = units / max(elapsed, 1e-9)
-    # slow stages (a probe point takes seconds) read better as seconds per unit
-    speed = f"{rate:.0f} {unit}/s" if rate >= 1 else f"{1 / max(rate, 1e-9):.1f} s per {unit.rstrip('s')}"
-    line = f"{desc} {k}/{total if total is not None else '?'}, {speed}"
+    line = f"{desc} {k}/{total if total is not None else '?'}, {_speed(units, unit, elapsed)}"
     if total:
         line += f", ETA {_clock(elapsed / k * (total - k))}"
     return line
