@@ -12,7 +12,8 @@ from snakemake_stats import job_stats
 
 from flowprobe.config import load_config
 from flowprobe.errors import ConfigError
-from flowprobe.sweep import expand_resolutions, prediction_quality, sweep_borders
+from flowprobe.disk import disk_table, startup_report
+from flowprobe.sweep import expand_resolutions, is_observed_prune, prediction_quality, sweep_borders
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -52,12 +53,33 @@ def test_sweep_and_prune_config_errors():
         load_config(config_with(vgg={**NARROW_VGG, "resolutions": [32]}, vgg_r32=NARROW_VGG))
     with pytest.raises(ConfigError, match="repeats"):
         expand_resolutions({"vgg": {**NARROW_VGG, "resolutions": [32, 32]}}, {})
-    with pytest.raises(ConfigError, match="only 'predicted'"):
-        load_config(config_with(vgg={**NARROW_VGG, "prune": {"from": "observed"}}))
-    with pytest.raises(ConfigError, match="DenseNet18 cannot be pruned"):
-        load_config(config_with(d={"model": "DenseNet18", "prune": {"from": "predicted"}}))
+    for source in ("predicted", "observed"):  # at parse time, before the full run has trained
+        with pytest.raises(ConfigError, match="runs.d.prune: prune: DenseNet18 cannot be pruned yet"):
+            load_config(config_with(d={"model": "DenseNet18", "prune": {"from": source}}))
+        with pytest.raises(ConfigError, match="AlainMLP cannot be pruned yet"):
+            load_config(config_with(m={"model": "AlainMLP", "dataset": "mnist", "prune": {"from": source}}))
     with pytest.raises(ConfigError, match="resolution = 16 is too small"):
         load_config(config_with(vgg={**NARROW_VGG, "resolutions": [32, 16]}))
+
+
+def test_an_observed_prune_is_always_a_sibling_bounded_by_the_full_model():
+    config = config_with(vgg={**NARROW_VGG, "resolutions": [32, 200], "prune": {"from": "observed"}, "seeds": [0, 1]},
+                         ck={**NARROW_VGG, "checkpoint": "weights.pt", "prune": {"from": "observed"}})
+    config["figures"] = {"p": {"kind": "prune", "runs": ["vgg", "ck"]}}
+    loaded = load_config(config)
+    # at 200 px the rules predict no tail, but the probes decide: the sibling exists at every resolution
+    for name in ("vgg_r32", "vgg_r200"):
+        child = loaded["runs"][f"{name}_pruned"]
+        assert child["pruned"] == {"run": name, "from": "observed"}  # removed: known once the probes exist
+        assert (child["model"], child["model_options"]) == (NARROW_VGG["model"], NARROW_VGG["model_options"])
+        assert child["seeds"] == [0, 1] and is_observed_prune(child) and not is_observed_prune(loaded["runs"][name])
+    assert "checkpoint" not in loaded["runs"]["ck_pruned"]  # the full run is imported, its sibling trained
+    assert loaded["figures"]["p"]["runs"] == ["vgg_r32", "vgg_r32_pruned", "vgg_r200", "vgg_r200_pruned", "ck",
+                                             "ck_pruned"]
+    disk = disk_table(loaded).set_index("run")
+    assert disk.loc["vgg_r32_pruned", "upper_bound"] and not disk.loc["vgg_r32", "upper_bound"]
+    assert disk.loc["vgg_r32_pruned", "gib"] == disk.loc["vgg_r32", "gib"]  # the full model: an upper bound
+    assert "vgg_r32_pruned ≤" in startup_report(loaded)
 
 
 def test_prediction_quality_counts_by_hand():
