@@ -44,7 +44,7 @@ if (
 # Slurm): every script starts with `import _checkout` (workflow/scripts/_checkout.py).
 
 RUN_DIR = "results/runs/{run}/seed{seed}"
-# The model an observed prune trains (rule pruned_spec): one per run, beside its seeds.
+# The model an observed prune trains, written by the pruned_spec rule: one per run, beside its seeds.
 PRUNED_SPEC = f"results/runs/{{run}}/{PRUNED_SPEC_NAME}"
 ENV = "../../envs/flowprobe.yaml"
 # The table and figure rules need no torch: a small environment (scripts/sync_envs.py).
