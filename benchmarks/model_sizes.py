@@ -2,6 +2,8 @@
 
 Prints parameters, forward GFLOP per image (convolutions and linear layers) and the float32
 outputs of all leaf modules per image (about what training keeps for the backward pass).
+The sibling of a `prune: {from: observed}` run is measured with its full model (marked ≤, an
+upper bound): its cut is decided by the full run's probes.
 
     python benchmarks/model_sizes.py [config.yaml]
 """
@@ -15,6 +17,7 @@ import yaml
 
 from flowprobe.config import load_config
 from flowprobe.models import build_model
+from flowprobe.sweep import is_observed_prune
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +50,8 @@ def main() -> None:
     print("| run | model | px | parameters | forward GFLOP / image | activations / image |\n|---|---|---:|---:|---:|---:|")
     for name, run in config["runs"].items():
         params, flop, size = measure(run)
-        print(f"| {name} | {run['model']} | {run['resolution']} | {params / 1e6:.1f} M | {flop / 1e9:.2f} | {size / 1e6:,.1f} MB |")
+        le = "≤ " if is_observed_prune(run) else ""
+        print(f"| {name} | {le}{run['model']} | {run['resolution']} | {params / 1e6:.1f} M | {flop / 1e9:.2f} | {size / 1e6:,.1f} MB |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,20 @@
 """Pruned architectures: what the border-layer rule removes, parameter counts by formula, FLOPs."""
 
+import json
+
 import pytest
 import torch
 
-from flowprobe.errors import ConfigError, ModelSpecError
+from flowprobe.errors import ConfigError, FlowprobeError, ModelSpecError
 from flowprobe.models import build_model, probe_points
-from flowprobe.prune import model_cost, observed_architecture, predicted_pathway_roles, pruned_architecture
+from flowprobe.prune import (
+    model_cost,
+    observed_architecture,
+    observed_pruned_spec,
+    predicted_pathway_roles,
+    pruned_architecture,
+)
+from flowprobe.workflow import run_from_pruned_spec
 
 CLASSES = 10
 
@@ -135,3 +144,89 @@ def test_observed_architecture_from_probe_tables():
     seeds = [points.assign(seed=s, test_acc=[a + 0.001 * s for a in acc]) for s in (0, 1)]
     arch = observed_architecture(pd.concat(seeds), "VGG16", {"widths": [2] * 5}, 32)
     assert arch["model_options"]["keep_convs"] == 8 and arch["removed"][0] == "conv9"
+
+
+# ---- prune: {from: observed}: the spec the pruned_spec rule writes and the train job reads --------
+
+NARROW = {"widths": [2] * 5, "fc_width": 8}
+FULL = {"run": "v", "model": "VGG16", "model_options": NARROW, "resolution": 32, "in_channels": 3}
+TOLS = {"layer_tol": 0.01, "pathway_tol": 0.03, "depth_ratio": 2.0}
+
+
+def _probe_files(tmp_path, accs_per_seed):
+    """probes.csv of a narrow VGG16 at 32 px, one file per seed with the given accuracies."""
+    import pandas as pd
+
+    from flowprobe.models import receptive_fields
+
+    points = receptive_fields(build_model("VGG16", CLASSES, **NARROW), 32)
+    files = []
+    for seed, accs in enumerate(accs_per_seed):
+        path = tmp_path / f"seed{seed}.csv"
+        points.assign(test_acc=accs).to_csv(path, index=False)
+        files.append(str(path))
+    return files
+
+
+def test_observed_spec_is_cut_at_the_seed_mean_last_productive_layer(tmp_path):
+    import hashlib
+
+    import pandas as pd
+
+    # seed 0 alone would keep conv9 (0.52 beats 0.5 by 0.02); the mean over both seeds peaks at conv8
+    seed0 = [0.2, 0.3, 0.35, 0.4, 0.45, 0.46, 0.47, 0.5, 0.52, 0.49, 0.48, 0.47, 0.46, 0.45]
+    seed1 = [0.2, 0.3, 0.35, 0.4, 0.45, 0.46, 0.47, 0.5, 0.48, 0.49, 0.48, 0.47, 0.46, 0.45]
+    files = _probe_files(tmp_path, [seed0, seed1])
+    spec = observed_pruned_spec(files, FULL, TOLS)
+    assert spec["model_options"] == {**NARROW, "keep_convs": 8} and spec["evidence"] == {"last_productive": "conv8"}
+    assert spec["removed"] == [f"conv{i}" for i in range(9, 14)] and spec["pruned"] and spec["from"] == "observed"
+    assert (spec["full_model"], spec["full_model_options"], spec["run"]) == ("VGG16", NARROW, "v")
+    assert spec["probes"][1] == {"file": files[1], "sha256": hashlib.sha256(open(files[1], "rb").read()).hexdigest()}
+    both = pd.concat([pd.read_csv(f) for f in files])
+    arch = observed_architecture(both, "VGG16", NARROW, 32)
+    assert (arch["model"], arch["model_options"], arch["removed"]) == (spec["model"], spec["model_options"], spec["removed"])
+    assert observed_pruned_spec(files[:1], FULL, TOLS)["model_options"]["keep_convs"] == 9
+    assert json.loads(json.dumps(spec)) == spec  # what the rule writes is the whole record
+
+
+def test_nothing_observed_unproductive_trains_the_full_model_again(tmp_path):
+    rising = [0.1 + 0.05 * i for i in range(14)]  # every point beats the ones before it
+    spec = observed_pruned_spec(_probe_files(tmp_path, [rising]), FULL, TOLS)
+    assert (spec["model"], spec["model_options"], spec["removed"], spec["pruned"]) == ("VGG16", NARROW, [], False)
+    assert "trains the full architecture again" in spec["note"]
+    path = tmp_path / "pruned_spec.json"
+    path.write_text(json.dumps(spec))
+    run = {"model": "VGG16", "model_options": NARROW, "resolution": 32, "dataset": "cifar10-mini"}
+    trained, line = run_from_pruned_spec(run, path)
+    assert trained == {**run, "pruned": {"run": "v", "from": "observed", "removed": []}}
+    assert "trains the full architecture again" in line
+
+
+def test_the_train_job_takes_the_spec_and_refuses_a_stale_one(tmp_path):
+    files = _probe_files(tmp_path, [[0.3, 0.4] + [0.4] * 12])  # nothing gained after conv2
+    path = tmp_path / "pruned_spec.json"
+    path.write_text(json.dumps(observed_pruned_spec(files, FULL, TOLS)))
+    run = {"model": "VGG16", "model_options": NARROW, "resolution": 32}
+    trained, line = run_from_pruned_spec(run, path)
+    assert trained["model_options"] == {**NARROW, "keep_convs": 2} and trained["pruned"]["removed"][0] == "conv3"
+    assert "training VGG16" in line and run["model_options"] == NARROW  # the params are not changed
+    with pytest.raises(FlowprobeError, match="derived from"):
+        run_from_pruned_spec({**run, "resolution": 64}, path)
+
+
+def test_a_checkpoint_of_the_full_spec_is_not_resumed_by_the_pruned_one(tmp_path, caplog):
+    """The training identity holds the spec and options the job built, so a checkpoint of the full
+    model (or of another observed cut) is moved aside, not resumed."""
+    import logging
+
+    from flowprobe.data import load_dataset
+    from flowprobe.train import TrainSettings, train_model
+
+    data = load_dataset("cifar10-mini", max_per_class=2)
+    settings = TrainSettings(epochs=1, batch_size=10, lr=0.01)
+    for options in (NARROW, {**NARROW, "keep_convs": 2}):
+        model = build_model("VGG16", CLASSES, **options)
+        with caplog.at_level(logging.INFO, logger="flowprobe.train"):
+            train_model(model, data, settings, seed=0, log_path=tmp_path / "log.csv", checkpoint_path=tmp_path / "c.pt",
+                        device="cpu", progress=False, model_spec={"spec": "VGG16", "options": options})
+    assert "model.options.keep_convs: '<unset>' → 2" in caplog.text and (tmp_path / "c.stale.pt").exists()

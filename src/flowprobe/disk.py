@@ -6,6 +6,8 @@ saturation.source is prebn_nearest4, times 2 or 4 bytes for float16 / float32, p
 logits and int64 label and index) for each seed of each run. Models are built on the meta
 device (no memory, no weights). Images are the dataset's train + test sizes, capped by
 max_per_class; an `imagefolder` root is counted. Compression is not counted (an upper bound).
+The sibling of a `prune: {from: observed}` run is estimated with the full run's model, an upper
+bound too (`upper_bound`): its architecture is known only once the full run's probes exist.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowprobe.errors import FlowprobeError
+from flowprobe.sweep import is_observed_prune
 
 # train and test images of the datasets flowprobe knows (ImageNette: the v2 split, any size)
 DATASET_IMAGES = {
@@ -126,6 +129,8 @@ def run_estimate(name: str, run: dict, config: dict) -> dict:
         "seeds": len(run["seeds"]),
         "gib_per_seed": per_image * images / GIB,
         "gib": per_image * images * len(run["seeds"]) / GIB,
+        # an observed prune is cut from the full model, whose size is all that is known before it runs
+        "upper_bound": is_observed_prune(run),
     }
 
 
@@ -136,7 +141,8 @@ def disk_table(config: dict) -> pd.DataFrame:
         config: as returned by flowprobe.config.load_config.
     Returns:
         one row per run: run, model, dataset, resolution, parameters, bytes_per_image, images
-        (train + test), seeds, gib_per_seed (one activations.h5) and gib (all seeds).
+        (train + test), seeds, gib_per_seed (one activations.h5), gib (all seeds) and upper_bound
+        (True for an observed prune: the full model's numbers, its own are at most these).
     """
     return pd.DataFrame([run_estimate(name, run, config) for name, run in config["runs"].items()])
 
@@ -164,7 +170,7 @@ def startup_report(config: dict, where: str | Path = ".") -> str:
         table = disk_table(config)
     except FlowprobeError as err:
         return f"flowprobe: no disk estimate ({err})\n"
-    runs = ", ".join(f"{r.run} {r.gib:.2f}" for r in table.itertuples())
+    runs = ", ".join(f"{r.run} {'≤' if r.upper_bound else ''}{r.gib:.2f}" for r in table.itertuples())
     free, total = _free_gib(where), table["gib"].sum()
     kept = "kept" if config["keep_activations"] else "deleted after use (keep_activations: false)"
     short = ""
@@ -172,9 +178,15 @@ def startup_report(config: dict, where: str | Path = ".") -> str:
         short = (" - more than is free: set keep_activations: false, activations.compression: lzf or "
                  "activations.max_per_class, or run fewer targets (README, Disk)")
     return (
-        f"flowprobe: activations.h5 estimate ({settings_line(config)}), GiB per run: {runs}\n"
+        f"flowprobe: activations.h5 estimate ({settings_line(config)}), GiB per run: {runs}{_bound_note(table)}\n"
         f"flowprobe: activations.h5 total {total:.1f} GiB, {kept}; {free:.1f} GiB free here{short}\n"
     )
+
+
+def _bound_note(table: pd.DataFrame) -> str:
+    if not table["upper_bound"].any():
+        return ""
+    return " (≤: an observed prune, estimated with its full model until its probes decide the cut)"
 
 
 def _free_gib(where: str | Path) -> float:

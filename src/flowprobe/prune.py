@@ -10,12 +10,17 @@ verdicts of a trained run:
   times as deep as the shallowest is non-dominant; pathways of similar depth coexist.
 
 `pruned_architecture` returns the new (spec, model_options) or None when nothing is pruned;
+`observed_architecture` does so from a trained run's probes, and `observed_pruned_spec` writes
+what the workflow's `pruned_spec` rule stores (results/runs/{run}_pruned/pruned_spec.json: the
+spec a `prune: {from: observed}` sibling trains, with the evidence and the probes it came from);
 `model_cost` counts parameters and forward FLOPs (torch.utils.flop_counter) of any spec.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -31,6 +36,12 @@ from flowprobe.verdicts import NO, pathway_verdicts, predicted_roles, tail_verdi
 TOLS = DEFAULTS["verdicts"]  # the verdicts' thresholds, defined once in the config defaults
 
 PRUNABLE = ("VGG16", "ResNet18", "ResNet34", "MPNet{K}(...)")
+
+
+def check_prunable(spec: str) -> None:
+    """Raise ConfigError unless `spec` is a model family `pruned_architecture` can cut."""
+    if not (spec.startswith("MPNet") or spec in ("VGG16", "ResNet18", "ResNet34")):
+        raise ConfigError(f"prune: {spec} cannot be pruned yet; prunable models: {', '.join(PRUNABLE)}")
 
 
 def predicted_pathway_roles(depths: list[int], depth_ratio: float = TOLS["depth_ratio"]) -> list[str]:
@@ -59,7 +70,8 @@ def pruned_architecture(spec: str, model_options: dict, resolution: int, in_chan
 
     Args:
         spec, model_options, resolution, in_channels: the full run's model and input.
-        roles: observed pathway roles {pathway label: role} (MPNet); None: predicted from depths.
+        roles: observed pathway roles {pathway label: role} (MPNet; a label missing or
+            `undecided` is kept); None: predicted from depths.
         last_productive: observed last productive probe point (VGG16, ResNet); None: predicted
             by the border-layer rule at `resolution`.
 
@@ -74,13 +86,13 @@ def pruned_architecture(spec: str, model_options: dict, resolution: int, in_chan
     if spec.startswith("MPNet"):
         parsed = parse_mpnet(spec)
         labels = parsed.labels()
-        role = roles or dict(zip(labels, predicted_pathway_roles([n for n, _, _ in parsed.pathways])))
+        role = roles if roles is not None else dict(
+            zip(labels, predicted_pathway_roles([n for n, _, _ in parsed.pathways])))
         keep = [role.get(label) != "non-dominant" for label in labels]
         pruned = _mpnet_without(spec, keep)
         removed = [label for label, k in zip(labels, keep) if not k]
         return None if pruned is None else {"model": pruned, "model_options": options, "removed": removed}
-    if spec not in ("VGG16", "ResNet18", "ResNet34"):
-        raise ConfigError(f"prune: {spec} cannot be pruned yet; prunable models: {', '.join(PRUNABLE)}")
+    check_prunable(spec)
     layers = predict_layers(spec, resolution, options, in_channels)
     if last_productive is None:
         gone = layers["unproductive"].to_numpy()
@@ -114,6 +126,32 @@ def last_productive_layer(points: pd.DataFrame, resolution: int, tol: float = TO
     return int(productive.nonzero()[0][-1]) if productive.any() else None
 
 
+def observed_evidence(probes: pd.DataFrame, spec: str, resolution: int, layer_tol: float = TOLS["layer_tol"],
+                      pathway_tol: float = TOLS["pathway_tol"], depth_ratio: float = TOLS["depth_ratio"]) -> dict:
+    """The observed verdicts an observed prune rests on, from a run's probes (all seeds, seed-mean).
+
+    Returns:
+        MPNet: {'roles': {pathway label: observed role}} (verdicts' gain rule; empty for a
+        single-pathway net). Sequential nets: {'last_productive': the last probe point observed
+        productive, or None if none is}.
+    """
+    points = seed_mean_points(probes)
+    if spec.startswith("MPNet"):
+        roles = pathway_verdicts(points, pathway_tol, depth_ratio)
+        return {"roles": {str(k): str(v) for k, v in zip(roles["pathway"], roles["observed"])}}
+    index = last_productive_layer(points, resolution, layer_tol)
+    return {"last_productive": None if index is None else str(points.loc[index, "probe_point"])}
+
+
+def _architecture_from(evidence: dict, probes: pd.DataFrame, spec: str, model_options: dict, resolution: int,
+                       in_channels: int) -> dict | None:
+    if "roles" in evidence:
+        return pruned_architecture(spec, model_options, resolution, in_channels, roles=evidence["roles"])
+    # nothing observed productive: keep up to the first probe point (the least a net can be cut to)
+    last = evidence["last_productive"] or str(seed_mean_points(probes)["probe_point"].iloc[0])
+    return pruned_architecture(spec, model_options, resolution, in_channels, last_productive=last)
+
+
 def observed_architecture(probes: pd.DataFrame, spec: str, model_options: dict, resolution: int,
                           in_channels: int = 3, layer_tol: float = TOLS["layer_tol"],
                           pathway_tol: float = TOLS["pathway_tol"],
@@ -123,14 +161,52 @@ def observed_architecture(probes: pd.DataFrame, spec: str, model_options: dict, 
     Sequential nets keep everything up to the observed last productive layer; MPNets lose the
     pathways observed non-dominant (verdicts' gain rule on seed-mean accuracies).
     """
-    points = seed_mean_points(probes)
-    if spec.startswith("MPNet"):
-        roles = pathway_verdicts(points, pathway_tol, depth_ratio)
-        return pruned_architecture(spec, model_options, resolution, in_channels,
-                                   roles=dict(zip(roles["pathway"], roles["observed"])))
-    index = last_productive_layer(points, resolution, layer_tol)
-    last = points.loc[index if index is not None else 0, "probe_point"]
-    return pruned_architecture(spec, model_options, resolution, in_channels, last_productive=last)
+    evidence = observed_evidence(probes, spec, resolution, layer_tol, pathway_tol, depth_ratio)
+    return _architecture_from(evidence, probes, spec, model_options, resolution, in_channels)
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def observed_pruned_spec(probe_files: list[str], full: dict, tolerances: dict) -> dict:
+    """What a `prune: {from: observed}` sibling trains: the record of results/runs/{run}_pruned/pruned_spec.json.
+
+    Args:
+        probe_files: probes.csv of every seed of the full run.
+        full: the full run: {'run': name, 'model', 'model_options', 'resolution', 'in_channels'}.
+        tolerances: the config's `verdicts` (layer_tol, pathway_tol, depth_ratio).
+
+    Returns:
+        A JSON-able dict: from ('observed'), run (the full run), model and model_options (what
+        the sibling trains), removed (probe points or pathway labels), pruned (False when nothing
+        is observed unproductive: the sibling then trains the full architecture again, see
+        `note`), evidence (observed last productive point or pathway roles), full_model,
+        full_model_options, resolution, verdicts, probes (every file read, with its SHA-256).
+
+    Raises:
+        ConfigError: the model cannot be pruned, or the observed verdicts leave nothing to train.
+    """
+    probes = pd.concat([pd.read_csv(f) for f in probe_files], ignore_index=True)
+    spec, options, resolution = full["model"], full["model_options"], full["resolution"]
+    tols = {k: tolerances[k] for k in ("layer_tol", "pathway_tol", "depth_ratio")}
+    evidence = observed_evidence(probes, spec, resolution, **tols)
+    try:
+        arch = _architecture_from(evidence, probes, spec, options, resolution, full["in_channels"])
+    except ConfigError as err:
+        raise ConfigError(f"observed prune of run {full['run']}: {err}") from None
+    if arch is None:
+        arch = {"model": spec, "model_options": copy.deepcopy(options), "removed": []}
+        note = (f"nothing is observed unproductive in {full['run']}: the pruned run trains the full "
+                "architecture again (same data, schedule and seeds)")
+    else:
+        note = f"observed unproductive in {full['run']} and removed: {', '.join(arch['removed'])}"
+    return {
+        "from": "observed", "run": full["run"], "model": arch["model"], "model_options": arch["model_options"],
+        "removed": list(arch["removed"]), "pruned": bool(arch["removed"]), "note": note, "evidence": evidence,
+        "full_model": spec, "full_model_options": copy.deepcopy(options), "resolution": resolution,
+        "verdicts": tols, "probes": [{"file": str(f), "sha256": _sha256(f)} for f in probe_files],
+    }
 
 
 def _kept_blocks(spec: str, options: dict, layers: pd.DataFrame, gone) -> list[int]:
@@ -174,13 +250,16 @@ def run_cost(model_path: str, train_log_path: str, run: str, pruned: dict | None
         train_log_path: its train_log.csv; train_acc is the last finished epoch's running
             (augmented) training accuracy, seconds_per_epoch the mean over finished epochs.
         run: the run's name.
-        pruned: the run's `pruned` record ({run, from, removed}) or None for a full model.
+        pruned: the run's `pruned` record ({run, from, removed}) or None for a full model; the
+            record in model.pt wins when it has one (an observed prune: its removed units are
+            known only from the spec it was trained from).
 
     Returns:
         DataFrame with COST_COLUMNS.
     """
     record = torch.load(model_path, map_location="cpu", weights_only=False)
     spec = record["run"]
+    pruned = spec.get("pruned") or pruned
     cost = model_cost(spec["model"], spec["model_options"], record["input_size"], record["in_channels"],
                       record["num_classes"])
     log = pd.read_csv(train_log_path)

@@ -4,9 +4,12 @@ A run with `resolutions: [32, 64, 128]` is expanded, at config-load time, into o
 resolution named `{run}_r{R}` carrying `sweep: {base, resolution}`; every stage then caches
 per resolution because each resolution is its own run. A run with `prune: {from: predicted}`
 gets a sibling `{run}_pruned` (same data, schedule and seeds; the pruned model of
-`flowprobe.prune.pruned_architecture`) carrying `pruned: {run, from, removed}`. Figures that
-name a swept run mean all its resolutions; a `prune` figure naming a run also draws its
-pruned sibling.
+`flowprobe.prune.pruned_architecture`) carrying `pruned: {run, from, removed}`. With
+`prune: {from: observed}` the sibling always exists, carries `pruned: {run, from: observed}` and,
+as its `model` and `model_options`, the full run's (an upper bound: what it trains is decided by
+the workflow's `pruned_spec` rule from the full run's probes, and read from its model.pt
+downstream; see `is_observed_prune`). Figures that name a swept run mean all its resolutions;
+a `prune` figure naming a run also draws its pruned sibling.
 
 `sweep_borders` reduces a resolution-sweep table to one row per resolution: the predicted
 border layer next to the observed last productive layer.
@@ -68,34 +71,51 @@ def _rename_figure_runs(figures: dict, derived: dict[str, list[str]]) -> dict:
     return figures
 
 
-def _in_channels(run: dict) -> int:
+def in_channels(run: dict) -> int:
+    """Input channels of a (loaded) run: `channels`, else 1 for MNIST and 3 otherwise."""
     return run["channels"] or (1 if run["dataset"] == "mnist" else 3)
 
 
+def is_observed_prune(run: dict) -> bool:
+    """Whether a (loaded) run is the sibling of a `prune: {from: observed}` run: its architecture
+    is known only from its pruned_spec.json and its trained model.pt, not from the config."""
+    return (run.get("pruned") or {}).get("from") == "observed"
+
+
 def expand_pruned(runs: dict, figures: dict) -> tuple[dict, dict]:
-    """Add `{run}_pruned` for every run with `prune: {from: predicted}` (nothing if nothing is pruned).
+    """Add `{run}_pruned` for every run with `prune`.
+
+    `from: predicted`: the pruned model is known now (nothing is added if nothing is pruned).
+    `from: observed`: always added; its model is decided after the full run's probes (the
+    `pruned_spec` rule), so the config keeps the full model as an upper bound and drops any
+    `checkpoint:` (the sibling is trained, not imported).
 
     Raises:
-        ConfigError: `from: observed` (not yet a DAG stage) or a model that cannot be pruned.
+        ConfigError: a model that cannot be pruned (either kind, at parse time).
     """
-    from flowprobe.prune import pruned_architecture
+    from flowprobe.prune import check_prunable, pruned_architecture
 
     out, derived = dict(runs), {}
     for name, run in runs.items():
         if not run.get("prune"):
             continue
-        if run["prune"]["from"] != "predicted":
-            raise ConfigError(f"config: runs.{name}.prune.from = {run['prune']['from']!r}: only 'predicted' is "
-                              "implemented; observed pruning needs the full run's probes (planned DAG stage)")
-        try:
-            arch = pruned_architecture(run["model"], run["model_options"], run["resolution"], _in_channels(run))
-        except FlowprobeError as err:
-            raise ConfigError(f"config: runs.{name}.prune: {err}") from None
-        if arch is None:
-            continue
         child = {k: copy.deepcopy(v) for k, v in run.items() if k != "prune"}
-        child.update(model=arch["model"], model_options=arch["model_options"],
-                     pruned={"run": name, "from": "predicted", "removed": arch["removed"]})
+        if run["prune"]["from"] == "observed":
+            try:
+                check_prunable(run["model"])
+            except FlowprobeError as err:
+                raise ConfigError(f"config: runs.{name}.prune: {err}") from None
+            child.pop("checkpoint", None)
+            child["pruned"] = {"run": name, "from": "observed"}
+        else:
+            try:
+                arch = pruned_architecture(run["model"], run["model_options"], run["resolution"], in_channels(run))
+            except FlowprobeError as err:
+                raise ConfigError(f"config: runs.{name}.prune: {err}") from None
+            if arch is None:
+                continue
+            child.update(model=arch["model"], model_options=arch["model_options"],
+                         pruned={"run": name, "from": "predicted", "removed": arch["removed"]})
         derived[name] = [name, name + PRUNED_SUFFIX]
         _add_run(out, name + PRUNED_SUFFIX, child, f"runs.{name}.prune")
     prune_figures = {n: f for n, f in figures.items() if f["kind"] == "prune"}

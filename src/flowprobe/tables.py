@@ -6,6 +6,7 @@ model spec and final test accuracy, so a figure is drawn from its table alone.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -58,12 +59,26 @@ def first_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return frames[0]
 
 
+PRUNED_SPEC = "pruned_spec.json"
+
+
+def member_model(member: dict) -> str:
+    """The model label of a member: the config's spec, or for an observed prune (model None) the
+    spec its pruned_spec.json names, which its training built (model.pt's record holds the same;
+    table jobs run without torch, so they read the JSON)."""
+    if member["model"] is not None:
+        return member["model"]
+    with open(member["files"][PRUNED_SPEC]) as fh:
+        return json.load(fh)["model"]
+
+
 def figure_table(kind: FigureKind | str, members: list[dict]) -> pd.DataFrame:
     """Long table of a figure.
 
     Args:
         kind: the figure's kind or its name (`flowprobe.figures.KINDS`): which files, which builder.
-        members: one dict per run × seed: {run, seed, model, files: {file name: path}}.
+        members: one dict per run × seed: {run, seed, model, files: {file name: path}}; model
+            None: read from files["pruned_spec.json"] (an observed prune, `member_model`).
 
     Returns:
         The rows of every member (built by `kind.table`), led by run, seed, model, the run's
@@ -78,7 +93,7 @@ def figure_table(kind: FigureKind | str, members: list[dict]) -> pd.DataFrame:
         label = {
             "run": member["run"],
             "seed": member["seed"],
-            "model": member["model"],
+            "model": member_model(member),
             "test_accuracy": accuracy,
             "diverged": diverged,
             "resolution": member.get("resolution"),

@@ -8,12 +8,15 @@ module, and write `snakemake.output`. Every value comes from `params` (never fro
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from flowprobe.data import Dataset, load_dataset
+from flowprobe.errors import FlowprobeError
 from flowprobe.models import build_model
 from flowprobe.devices import resolve_device
 
@@ -31,6 +34,35 @@ def run_data(run: dict, data_root: str, download: bool, max_per_class: int | Non
         seed=0,
         max_images=run.get("max_images"),
     )
+
+
+def run_from_pruned_spec(run: dict, spec_path: str | Path) -> tuple[dict, str]:
+    """The run an observed-pruned sibling trains: its config entry with the model of its
+    pruned_spec.json (flowprobe.prune.observed_pruned_spec) and a `pruned` record {run, from,
+    removed}, which model.pt keeps; and one log line saying what is trained.
+
+    Args:
+        run: the sibling's run settings (params), whose model is the full run's (the spec is
+            known only once the full run's probes exist).
+        spec_path: results/runs/{run}_pruned/pruned_spec.json.
+
+    Raises:
+        FlowprobeError: the spec was derived from another full model or resolution than the
+            run's (a stale file Snakemake did not rebuild).
+    """
+    spec = json.loads(Path(spec_path).read_text())
+    derived = (spec["full_model"], spec["full_model_options"], spec["resolution"])
+    if derived != (run["model"], run["model_options"], run["resolution"]):
+        raise FlowprobeError(f"{spec_path} was derived from {derived}, not from this run's "
+                             f"{(run['model'], run['model_options'], run['resolution'])}; delete it and rerun")
+    out = copy.deepcopy(run)
+    out.update(model=spec["model"], model_options=spec["model_options"],
+               pruned={"run": spec["run"], "from": spec["from"], "removed": spec["removed"]})
+    if spec["pruned"]:
+        line = f"observed prune of {spec['run']}: training {spec['model']} {spec['model_options']} ({spec['note']})"
+    else:
+        line = f"observed prune of {spec['run']}: {spec['note']}"
+    return out, line
 
 
 def new_model(run: dict, data: Dataset, seed: int) -> nn.Module:

@@ -12,6 +12,8 @@ from flowprobe.config import DEFAULTS, deep_merge, load_config
 from flowprobe.errors import ConfigError
 from flowprobe.figures import KINDS
 from flowprobe.fingerprint import canonical_config
+from flowprobe.sweep import in_channels, is_observed_prune
+from flowprobe.tables import PRUNED_SPEC as PRUNED_SPEC_NAME
 
 if (
     "runs" not in config
@@ -42,6 +44,8 @@ if (
 # Slurm): every script starts with `import _checkout` (workflow/scripts/_checkout.py).
 
 RUN_DIR = "results/runs/{run}/seed{seed}"
+# The model an observed prune trains, written by the pruned_spec rule: one per run, beside its seeds.
+PRUNED_SPEC = f"results/runs/{{run}}/{PRUNED_SPEC_NAME}"
 ENV = "../../envs/flowprobe.yaml"
 # The table and figure rules need no torch: a small environment (scripts/sync_envs.py).
 ENV_TABLES = "../../envs/tables.yaml"
@@ -156,15 +160,32 @@ def activations_params(wildcards):
     }
 
 
+def member_files(run, seed, names):
+    """{file name: path} of one run × seed; an observed prune adds its pruned_spec.json, which
+    names the model it was trained as (flowprobe.tables reads the `model` label from it).
+    """
+    files = {n: run_file(n).format(run=run, seed=seed) for n in names}
+    if is_observed_prune(config["runs"][run]):
+        files[PRUNED_SPEC_NAME] = PRUNED_SPEC.format(run=run)
+    return files
+
+
+def member_model(run):
+    """The model label of a run's table rows; None for an observed prune, whose model is known
+    only at job time (from its pruned_spec.json), not from the config."""
+    cfg = config["runs"][run]
+    return None if is_observed_prune(cfg) else cfg["model"]
+
+
 def members(runs, names):
     """One entry per run × seed: its label and the files it contributes."""
     return [
         {
             "run": run,
             "seed": seed,
-            "model": config["runs"][run]["model"],
+            "model": member_model(run),
             "resolution": config["runs"][run]["resolution"],
-            "files": {n: run_file(n).format(run=run, seed=seed) for n in names},
+            "files": member_files(run, seed, names),
         }
         for run in runs
         for seed in config["runs"][run]["seeds"]
@@ -193,20 +214,19 @@ def verdict_members(wildcards):
     return members(list(config["runs"]), ["train_log.csv", "probes.csv"])
 
 
+def member_inputs(members):
+    """Every file of `members`, each once (an observed prune's pruned_spec.json is every seed's)."""
+    return list(
+        dict.fromkeys(path for member in members for path in member["files"].values())
+    )
+
+
 def verdict_inputs(wildcards):
-    return [
-        path
-        for member in verdict_members(wildcards)
-        for path in member["files"].values()
-    ]
+    return member_inputs(verdict_members(wildcards))
 
 
 def figure_inputs(wildcards):
-    return [
-        path
-        for member in figure_members(wildcards)
-        for path in member["files"].values()
-    ]
+    return member_inputs(figure_members(wildcards))
 
 
 def all_targets():
@@ -234,12 +254,10 @@ def comparison_members(wildcards):
 
 
 def comparison_inputs(wildcards):
-    files = [
-        path
-        for member in comparison_members(wildcards)
-        for path in member["files"].values()
+    return [
+        "results/tables/verdicts.csv",
+        *member_inputs(comparison_members(wildcards)),
     ]
-    return ["results/tables/verdicts.csv", *files]
 
 
 # Resolution sweeps and pruned retrains (workflow/rules/sweep.smk).
@@ -249,5 +267,54 @@ def run_resolutions(wildcards=None):
 
 
 def run_pruned(wildcards):
-    """The `pruned` record ({run, from, removed}) of a pruned retrain, None for a full run."""
+    """The `pruned` record ({run, from, removed}) of a pruned retrain, None for a full run (an
+    observed prune's record has no `removed`: cost.py reads it from model.pt)."""
     return run_cfg(wildcards).get("pruned")
+
+
+# `prune: {from: observed}`: the sibling's architecture is a DAG stage. Rule pruned_spec
+# (workflow/rules/sweep.smk) derives it from the full run's probes.csv of every seed; the
+# sibling's train job reads it; everything after training reads the model from model.pt.
+def observed_prune_runs():
+    """The `{run}_pruned` siblings of runs with `prune: {from: observed}`."""
+    return [name for name, run in config["runs"].items() if is_observed_prune(run)]
+
+
+def observed_prune_pattern():
+    """Wildcard pattern of exactly the observed-prune siblings ((?!) matches nothing)."""
+    return "|".join(re.escape(name) for name in observed_prune_runs()) or "(?!)"
+
+
+def train_inputs(wildcards):
+    """The pruned_spec.json an observed prune trains from; nothing for every other run."""
+    if is_observed_prune(run_cfg(wildcards)):
+        return {"pruned_spec": PRUNED_SPEC.format(run=wildcards.run)}
+    return {}
+
+
+def full_run_of(wildcards):
+    """The run an observed prune is cut from."""
+    return run_cfg(wildcards)["pruned"]["run"]
+
+
+def pruned_spec_probes(wildcards):
+    """probes.csv of every seed of the full run."""
+    full = full_run_of(wildcards)
+    return [
+        run_file("probes.csv").format(run=full, seed=seed)
+        for seed in config["runs"][full]["seeds"]
+    ]
+
+
+def pruned_spec_full(wildcards):
+    """What the pruned spec is derived from besides the probes: the full run's name, model,
+    model_options, resolution and input channels."""
+    full = full_run_of(wildcards)
+    run = config["runs"][full]
+    return {
+        "run": full,
+        "model": run["model"],
+        "model_options": run["model_options"],
+        "resolution": run["resolution"],
+        "in_channels": in_channels(run),
+    }

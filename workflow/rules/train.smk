@@ -1,5 +1,9 @@
 rule train:
-    """Train one run × seed: model.pt, per-epoch train_log.csv (resumes from its checkpoint)."""
+    """Train one run × seed: model.pt, per-epoch train_log.csv (resumes from its checkpoint).
+    An observed prune trains the model its pruned_spec.json names (the only input any run has).
+    """
+    input:
+        unpack(train_inputs),
     output:
         model=run_file("model.pt"),
         train_log=run_file("train_log.csv"),

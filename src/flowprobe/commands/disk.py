@@ -38,9 +38,13 @@ def markdown(table, caption: str) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in table.itertuples():
+        le = "≤ " if r.upper_bound else ""
         lines.append(
-            f"| {r.run} | {r.model} | {r.dataset} {r.resolution}px | {r.parameters:,} | {r.bytes_per_image:,} | "
-            f"{r.images:,} | {r.seeds} | {r.gib:.2f} |"
+            f"| {r.run} | {le}{r.model} | {r.dataset} {r.resolution}px | {le}{r.parameters:,} | "
+            f"{le}{r.bytes_per_image:,} | {r.images:,} | {r.seeds} | {le}{r.gib:.2f} |"
         )
     lines.append(f"| **total** | | | | | | | **{table['gib'].sum():.1f}** |")
+    if table["upper_bound"].any():
+        lines += ["", "≤: the sibling of a `prune: {from: observed}` run, estimated with the full run's model "
+                      "(its architecture is decided by the full run's probes)."]
     return "\n".join(lines)
