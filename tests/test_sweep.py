@@ -85,6 +85,8 @@ def test_an_observed_prune_is_always_a_sibling_bounded_by_the_full_model():
     assert disk.loc["vgg_r32_pruned", "upper_bound"] and not disk.loc["vgg_r32", "upper_bound"]
     assert disk.loc["vgg_r32_pruned", "gib"] == disk.loc["vgg_r32", "gib"]  # the full model: an upper bound
     assert "vgg_r32_pruned ≤" in startup_report(loaded)
+    predicted = load_config(config_with(ck={**NARROW_VGG, "checkpoint": "weights.pt", "prune": {"from": "predicted"}}))
+    assert predicted["runs"]["ck"]["checkpoint"] == "weights.pt" and "checkpoint" not in predicted["runs"]["ck_pruned"]
 
 
 def test_prediction_quality_counts_by_hand():

@@ -87,8 +87,9 @@ def expand_pruned(runs: dict, figures: dict) -> tuple[dict, dict]:
 
     `from: predicted`: the pruned model is known now (nothing is added if nothing is pruned).
     `from: observed`: always added; its model is decided after the full run's probes (the
-    `pruned_spec` rule), so the config keeps the full model as an upper bound and drops any
-    `checkpoint:` (the sibling is trained, not imported).
+    `pruned_spec` rule), so the config keeps the full model as an upper bound.
+    Either way the sibling drops the full run's `checkpoint:`: it is trained, not imported (the
+    full model's weights do not fit the pruned architecture).
 
     Raises:
         ConfigError: a model that cannot be pruned (either kind, at parse time).
@@ -99,13 +100,12 @@ def expand_pruned(runs: dict, figures: dict) -> tuple[dict, dict]:
     for name, run in runs.items():
         if not run.get("prune"):
             continue
-        child = {k: copy.deepcopy(v) for k, v in run.items() if k != "prune"}
+        child = {k: copy.deepcopy(v) for k, v in run.items() if k not in ("prune", "checkpoint")}
         if run["prune"]["from"] == "observed":
             try:
                 check_prunable(run["model"])
             except FlowprobeError as err:
                 raise ConfigError(f"config: runs.{name}.prune: {err}") from None
-            child.pop("checkpoint", None)
             child["pruned"] = {"run": name, "from": "observed"}
         else:
             try:
