@@ -82,9 +82,9 @@ DEFAULTS: dict = {
 #   new weights that deep plain pathways (MPNet2(8:3x3, 8:3x3)) reach inf in eval mode; even at
 #   1e-3 a one-epoch DenseNet18 reaches values beyond float16's range, so the dump stores float32
 #   (the float16 path is exercised by the demo and the tests of flowprobe.activations).
-# - Backward passes take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 160 px keeps ~1.8 GB of
-#   activations per image for the backward pass, so a batch of 20 was killed for memory on a 23 GB
-#   machine. SMOKE_IMAGES is a multiple of it, so no batch norm sees a batch of one, and 4 so that
+# - Backward passes take SMOKE_BATCH images: MPNet4(8:3x3, 1:7x7) at 200 px keeps ~1.3 GB of
+#   activations per image for the backward pass (benchmarks/model_sizes.py), so a batch of 20 was
+#   killed for memory on a 23 GB machine. SMOKE_IMAGES is a multiple of it, so no batch norm sees a batch of one, and 4 so that
 #   debiased CKA (n > 3) and probes (two classes or more) are defined.
 # - The probe grid is one l2 (no held-out selection, which needs two images of a class).
 # - A forward pass of MPNet4(8:3x3, 1:7x7) at 200 px takes ~2.6 s per image on one CPU core and
