@@ -189,6 +189,28 @@ def cost_table() -> pd.DataFrame:
     })
 
 
+@pytest.mark.parametrize("kind, table", [("resolution_sweep", sweep_table), ("prune", cost_table)])
+def test_sweep_and_prune_figures_keep_title_legends_and_labels_apart(kind, table):
+    """The suptitle, each panel (with its title, legend and tick labels) and the run labels of the
+    prune figure do not overlap one another, and the run labels stay inside their axes."""
+    fig = figure_kind(kind).plotter()(table(), "a long figure title that has to wrap over the panels of the figure")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.get_tightbbox(renderer) for ax in fig.get_axes() if ax.axison]
+    title = fig._suptitle.get_window_extent(renderer)
+    assert not any(overlaps(title, box) for box in boxes), "title off every panel"
+    assert not any(overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]), "panels apart"
+    for ax in fig.get_axes():
+        assert ax.get_xlabel() and ax.get_ylabel() if ax.axison else True
+        if ax.get_legend() and ax.get_title():
+            assert not overlaps(ax.get_legend().get_window_extent(renderer), ax.title.get_window_extent(renderer))
+        labels = [t.get_window_extent(renderer) for t in ax.texts if t.get_text()]
+        inside = ax.get_window_extent(renderer)
+        assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 and b.y1 <= inside.y1 for b in labels)
+        assert not any(overlaps(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]), "run labels apart"
+    matplotlib.pyplot.close(fig)
+
+
 def test_every_registered_kind_draws_pdf_and_png(tmp_path):
     per_kind = {"cka_pathways": heatmap_table(), "ablation": ablation_table(), "resolution_sweep": sweep_table(),
                 "prune": cost_table()}

@@ -42,7 +42,9 @@ def resolution_sweep_figure(table: pd.DataFrame, title: str):
     table = table.assign(base=[base_run_name(r, s) for r, s in zip(table["run"], table["resolution"])])
     bases = list(dict.fromkeys(table["base"]))
     width = max(table.groupby("base")["resolution"].nunique()) + 1
-    fig, axes = plt.subplots(len(bases), width, figsize=(4.6 * width, 3.8 * len(bases)), squeeze=False)
+    # constrained layout keeps each panel's legend (above it), title and axis labels off the others
+    fig, axes = plt.subplots(len(bases), width, figsize=(4.6 * width, 4.4 * len(bases) + 0.8), squeeze=False,
+                             layout="constrained")
     for row, base in enumerate(bases):
         group = table[table["base"] == base]
         runs = group.drop_duplicates("run").sort_values("resolution")["run"].tolist()
@@ -50,15 +52,17 @@ def resolution_sweep_figure(table: pd.DataFrame, title: str):
             run_table = group[group["run"] == run]
             ax = axes[row, col]
             _metric_panel(ax, run_table, "test_acc")
-            _legend(ax, run_table)
-            ax.set_title(f"{base} at {int(run_table['resolution'].iloc[0])} px", fontsize=9)
+            _legend(ax, run_table)  # above the panel, so the resolution goes into its title
+            legend = ax.get_legend()
+            legend.set_title(f"{base} at {int(run_table['resolution'].iloc[0])} px: {legend.get_title().get_text()}")
+            ax.set_xlabel("probe point (forward order)")
         for ax in axes[row, len(runs):-1]:
             ax.axis("off")
         first = group[group["run"] == runs[0]]
         names = first.drop_duplicates("probe_point")["probe_point"].tolist()
         _border_panel(axes[row, -1], sweep_borders(group), names)
         axes[row, -1].set_title(f"{base}: tail vs resolution", fontsize=9)
-    _suptitle(fig, title, width)
+    _suptitle(fig, title, 4.6 * width)
     return fig
 
 
@@ -73,14 +77,16 @@ def prune_figure(table: pd.DataFrame, title: str):
         flops=("flops", "first"), params=("params", "first"),
         acc=("test_accuracy", "mean"), acc_std=("test_accuracy", "std"),
     ).reset_index()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), layout="constrained")
     for variant, (color, marker) in VARIANT_STYLE.items():
         part = runs[runs["variant"] == variant]
         ax.errorbar(part["flops"], 100 * part["acc"], yerr=100 * part["acc_std"].fillna(0), fmt=marker,
                     color=color, ms=7, capsize=3, label=f"{variant} model", ls="none")
-    for _, row in runs.iterrows():
+    for _, row in runs.iterrows():  # full models labelled above their marker, pruned ones below
         ax.annotate(f"{row['run']}\n{_count(row['params'])} params", (row["flops"], 100 * row["acc"]),
-                    fontsize=6, xytext=(4, 4), textcoords="offset points")
+                    fontsize=6, xytext=(0, 8 if row["variant"] == "full" else -8), textcoords="offset points",
+                    ha="center", va="bottom" if row["variant"] == "full" else "top")
+    ax.margins(x=0.25, y=0.2)  # room for the labels inside the axes
     for _full_run, pair in runs.groupby("full_run", sort=False):
         full, pruned = pair[pair["variant"] == "full"], pair[pair["variant"] == "pruned"]
         if len(full) and len(pruned):
@@ -92,5 +98,5 @@ def prune_figure(table: pd.DataFrame, title: str):
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title=f"test acc over runs: {accuracy_label(table)}", title_fontsize=7)
-    _suptitle(fig, title, 1)
+    _suptitle(fig, title, 6.5)
     return fig
