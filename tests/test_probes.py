@@ -89,12 +89,16 @@ def test_sklearn_C_mapping_minimises_the_torch_objective(k):
     assert wrong_w.abs().max() > 1e-3  # a factor of two in the mapping would show
 
 
-def test_objective_gradient_matches_autograd():
+@pytest.mark.parametrize("chunk_rows", [None, 7, 1])  # one chunk; 7 uneven chunks of 50 rows; one row each
+@pytest.mark.parametrize("x_dtype", [torch.float64, torch.float32])  # float32 x: the float64 finish's casts
+def test_objective_gradient_matches_autograd(monkeypatch, chunk_rows, x_dtype):
+    if chunk_rows is not None:  # CACHE_BYTES sized so that a chunk holds chunk_rows float64 rows of 6 features
+        monkeypatch.setattr(probe_solvers, "CACHE_BYTES", chunk_rows * 8 * 6)
     x, y = blobs(50, 6, 3, separation=1.0)
-    x, y = torch.tensor(x / 100), torch.tensor(y)
+    x, y = torch.tensor(x / 100, dtype=x_dtype), torch.tensor(y)
     w = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     b = torch.randn(3, dtype=torch.float64, requires_grad=True)
-    loss = torch.nn.functional.cross_entropy(x @ w.T + b, y) + 0.5 * 0.1 * (w**2).sum()
+    loss = torch.nn.functional.cross_entropy(x.double() @ w.T + b, y) + 0.5 * 0.1 * (w**2).sum()
     loss.backward()
     ours, grad_w, grad_b = objective(x, y, 0.1, w.detach(), b.detach())
     assert ours.item() == pytest.approx(loss.item(), rel=1e-12)

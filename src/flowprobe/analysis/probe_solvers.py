@@ -16,6 +16,7 @@ SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs si
 PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
 STEEP = 20.0  # top / mean covariance eigenvalue above which the preconditioner is used at once
 CHUNK_BYTES = 1 << 24  # temporaries of row-chunked passes over the features (16 MiB)
+CACHE_BYTES = 1 << 22  # CPU objective: a row chunk stays in cache between its two matmuls (4 MiB)
 
 
 @dataclass
@@ -243,23 +244,36 @@ def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
 def objective(x, y, l2, w, b):
     """L(W, b) of the probes module docstring and its exact gradient (dL/dW, dL/db).
 
-    The loss is accumulated in float64. With float64 (w, b) and float32 x, x is cast to
-    float64 a row chunk at a time, so the float64 finish needs no float64 copy of x.
+    The loss is accumulated in float64. On the CPU the rows are taken in chunks of
+    CACHE_BYTES, so that a chunk read for the logits is still in cache for the gradient
+    (one pass over x from memory instead of two; 1.4-1.7x faster per evaluation at 1,024+
+    features, benchmarks/README.md); logits are computed as W x^T (classes x rows), the
+    faster layout of MKL's skinny matmul. With float64 (w, b) and float32 x, x is cast to
+    float64 a chunk at a time, so the float64 finish needs no float64 copy of x.
     """
-    rows = len(x) if x.dtype == w.dtype else chunk_rows(x, 8)
+    rows = _objective_rows(x, w)
     loss = 0.5 * l2 * w.pow(2).sum(dtype=torch.float64)
     grad_w, grad_b = l2 * w, torch.zeros_like(b)
+    columns = torch.arange(min(rows, len(x)), device=x.device)
     for start in range(0, len(x), rows):
         xc, yc = x[start : start + rows].to(w.dtype), y[start : start + rows]
-        logits = torch.addmm(b, xc, w.T)
-        lse = logits.logsumexp(1, keepdim=True)
-        loss += (lse.squeeze(1) - logits.gather(1, yc[:, None]).squeeze(1)).sum(dtype=torch.float64) / len(x)
+        logits = torch.addmm(b[:, None], w, xc.T)  # classes x rows
+        lse = logits.logsumexp(0, keepdim=True)
+        loss += (lse.squeeze(0) - logits.gather(0, yc[None]).squeeze(0)).sum(dtype=torch.float64) / len(x)
         g = (logits - lse).exp_()
-        g[torch.arange(len(yc), device=yc.device), yc] -= 1.0
+        g[yc, columns[: len(yc)]] -= 1.0
         g /= len(x)
-        grad_w.addmm_(g.T, xc)
-        grad_b += g.sum(0)
+        grad_w.addmm_(g, xc)
+        grad_b += g.sum(1)
     return loss, grad_w, grad_b
+
+
+def _objective_rows(x, w) -> int:
+    """Rows per chunk of `objective`: cache-sized on the CPU; on a GPU all rows at once,
+    or CHUNK_BYTES chunks when x must be cast to w's dtype (the float64 finish)."""
+    if x.device.type == "cpu":
+        return max(1, CACHE_BYTES // (w.element_size() * max(1, x.shape[1])))
+    return len(x) if x.dtype == w.dtype else chunk_rows(x, w.element_size())
 
 
 class SklearnLBFGS:
