@@ -81,8 +81,8 @@ def sklearn_float32(x_train, y_train, x_test, y_test, *, l2: float):
 def thread_report() -> str:
     from threadpoolctl import threadpool_info
 
-    blas = ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info() if i["user_api"] == "blas")
-    return f"torch {torch.get_num_threads()} ({torch.backends.mkl.is_available() and 'MKL' or 'BLAS'}), numpy/scipy BLAS: {blas}"
+    pools = ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
+    return f"torch {torch.get_num_threads()} ({torch.backends.mkl.is_available() and 'MKL' or 'BLAS'}), thread pools: {pools}"
 
 
 def timed(fn):
@@ -153,10 +153,11 @@ def main() -> None:
     parser.add_argument("--stage", action="store_true", help="time probe_table over the whole --h5")
     parser.add_argument("--dump-benchmark", help="benchmark TSV of the activations rule, for --stage")
     args = parser.parse_args()
+    import sklearn.linear_model  # noqa: F401  (loads sklearn's OpenMP runtime, so that the limit below reaches it)
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    threadpool_limits(args.threads)  # BLAS and OpenMP of every library loaded so far
     print(f"threads: {thread_report()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '-')}; device cpu")
     if args.stage:
         stage(args.h5, args.dump_benchmark)

@@ -221,6 +221,25 @@ def test_the_chosen_l2_has_the_lowest_held_out_cross_entropy(backend, selection_
     assert np.isnan(fit_probe(*split(x, y, 500), l2=1e-2).val_acc)
 
 
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_the_l2_path_stops_once_the_held_out_loss_rises(monkeypatch, backend):
+    """Same data as above (held-out minimum at 1e-2): the path runs strong to weak whatever the
+    grid's order, fits 1e-4, finds it worse and never fits 1e-6; then the refit on all 500 rows."""
+    x, y = blobs(700, 60, 3, separation=0.25, seed=2)
+    solver = TorchLBFGS if backend == "torch" else probe_solvers.SklearnLBFGS
+    real_fit, fitted = solver.fit, []
+
+    def recording_fit(self, x, y, l2, init=None):
+        fitted.append((len(x), l2))
+        return real_fit(self, x, y, l2, init)
+
+    monkeypatch.setattr(solver, "fit", recording_fit)
+    result = fit_probe(*split(x, y, 500), backend=backend, l2_grid=(1e-4, 1.0, 1e-6, 1e-2))
+    assert result.l2 == 1e-2
+    assert [l2 for _, l2 in fitted] == [1.0, 1e-2, 1e-4, 1e-2]
+    assert [rows for rows, _ in fitted][-1] == 500 > fitted[0][0]
+
+
 def test_bootstrap_interval_matches_the_binomial_quantiles():
     """Resampling n Bernoulli outcomes with mean p gives Binomial(n, p)/n exactly, so with many
     resamples the percentile interval is its quantiles (close to p -+ 1.96 sqrt(p(1-p)/n))."""
