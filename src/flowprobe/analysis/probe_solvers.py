@@ -14,7 +14,7 @@ from flowprobe.devices import resolve_device
 
 SMALL_PROBLEM = 1 << 20  # features x rows below which the torch backend runs single-threaded
 PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sketched
-SKETCH_ROWS = 8192  # rows the preconditioner's covariance sketch reads at most
+SKETCH_ROWS = 10_000  # rows the preconditioner's covariance sketch reads at most
 STEEP = 20.0  # top / mean covariance eigenvalue above which the preconditioner is used at once
 CHUNK_BYTES = 1 << 24  # temporaries of row-chunked passes over the features (16 MiB)
 CACHE_BYTES = 1 << 22  # CPU objective: a row chunk stays in cache between its two matmuls (4 MiB)
