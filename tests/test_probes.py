@@ -113,6 +113,43 @@ def test_unconverged_fits_are_reported():
         assert not result.converged and result.n_iter <= 2
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_standardise_matches_numpy_in_chunks_and_touches_inputs_only_when_allowed(monkeypatch, dtype, overwrite):
+    """Moments and scaling run in row chunks (sized here to 3 rows of 16 features: 40 and 13
+    rows split unevenly); features far from zero check the shifted moments; only float32
+    inputs with overwrite are scaled in place, any other input is left as it was."""
+    monkeypatch.setattr(probe_solvers, "CACHE_BYTES", 3 * 4 * 16)
+    rng = np.random.default_rng(0)
+    x_train = (1000 + rng.normal(size=(40, 16)) * np.linspace(0.5, 4, 16)).astype(dtype)
+    x_test = (1000 + rng.normal(size=(13, 16))).astype(dtype)
+    before = x_train.copy(), x_test.copy()
+    train, test = TorchLBFGS(10, 1e-4, "cpu").standardise(x_train, x_test, overwrite=overwrite)
+    ref = x_train.astype(np.float64)
+    mean, std = ref.mean(0), ref.std(0)
+    np.testing.assert_allclose(train.numpy(), (ref - mean) / std, atol=2e-3 if dtype == np.float16 else 1e-4)
+    np.testing.assert_allclose(test.numpy(), (x_test.astype(np.float64) - mean) / std, atol=2e-3 if dtype == np.float16 else 1e-4)
+    assert train.dtype == test.dtype == torch.float32
+    in_place = overwrite and dtype == np.float32
+    assert np.shares_memory(train.numpy(), x_train) == in_place
+    assert np.shares_memory(test.numpy(), x_test) == in_place
+    if not in_place:
+        np.testing.assert_array_equal(x_train, before[0])
+        np.testing.assert_array_equal(x_test, before[1])
+
+
+@pytest.mark.parametrize("top_variance, steep", [(1.0, False), (3.0, False), (200.0, True), (2000.0, True)])
+def test_the_steepness_test_agrees_with_the_eigenvalues(top_variance, steep):
+    """Independent check: numpy's eigenvalues of X^T X / n against STEEP (top / mean); one
+    direction (not an axis) carries `top_variance`, the other 63 unit variance."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    x = rng.normal(size=(4000, 64)) * np.r_[np.sqrt(top_variance), np.ones(63)] @ basis.T
+    eig = np.linalg.eigvalsh(x.T @ x / len(x))
+    assert (eig[-1] / eig.mean() > probe_solvers.STEEP) == steep  # the cases are clear either way
+    assert probe_solvers._spectrum_is_steep(torch.tensor(x, dtype=torch.float32)) == steep
+
+
 def _standardised(x):
     std = x.std(0)
     return (x - x.mean(0)) / np.where(std > 0, std, 1.0)

@@ -247,16 +247,14 @@ def move_rows_to_front(x, groups: list[np.ndarray]) -> np.ndarray:
 def bootstrap_interval(correct: np.ndarray, n_bootstrap: int, level: float, seed: int) -> tuple[float, float]:
     """Percentile-bootstrap interval of mean(correct): the (1 -+ level)/2 quantiles of the
     means of `n_bootstrap` resamples of the per-image correctness, drawn with replacement."""
-    correct = np.asarray(correct, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.uint8)
     n = len(correct)
     rng = np.random.default_rng([seed, 0xB007])  # its own stream: the hold-out draws from `seed`
-    per_chunk = max(1, (1 << 20) // max(n, 1))  # ~8 MiB of indices at a time
-    means = np.concatenate(
-        [
-            correct[rng.integers(0, n, size=(min(per_chunk, n_bootstrap - i), n))].mean(1)
-            for i in range(0, n_bootstrap, per_chunk)
-        ]
-    )
+    per_chunk = max(1, (1 << 21) // max(n, 1))  # ~8 MiB of int32 indices at a time
+    sizes = [(min(per_chunk, n_bootstrap - i), n) for i in range(0, n_bootstrap, per_chunk)]
+    draws = (rng.integers(0, n, size=size, dtype=np.int32) for size in sizes)  # row indices of the resamples
+    hits = np.concatenate([correct[rows].sum(1, dtype=np.int64) for rows in draws])  # correct images per resample
+    means = hits / n
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
     return float(lo), float(hi)
