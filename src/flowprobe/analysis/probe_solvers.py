@@ -68,10 +68,10 @@ class TorchLBFGS:
         """Standardise with train statistics; with `overwrite`, float32 inputs already on the
         device are modified in place, others are written to a new float32 tensor.
 
-        One pass over cache-sized row chunks for the moments, taken of x - s with s the first chunk's mean
-        so that E[(x-s)^2] - E[x-s]^2 does not cancel (chunk sums float32, running totals
-        float64); one more for (x - mean) / std, a cache-sized chunk at a time (read once,
-        written once; no temporary of the matrix's size, no copy before the scaling).
+        One pass over cache-sized row chunks for the moments, taken of x - s with s the first
+        chunk's mean so that E[(x-s)^2] - E[x-s]^2 does not cancel (chunk sums in the working
+        dtype, running totals float64); one more for (x - mean) / std, a chunk at a time (read
+        once, written once; no temporary of the matrix's size, no copy before the scaling).
         """
         (x_train, own_train), (x_test, own_test) = (self._on_device(v) for v in (x_train, x_test))
         n = len(x_train)
