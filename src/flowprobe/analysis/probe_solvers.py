@@ -18,7 +18,7 @@ PLAIN_ITER = 10  # plain L-BFGS iterations tried before the preconditioner is sk
 SKETCH_ROWS = 10_000  # rows the preconditioner's covariance sketch reads at most
 STEEP = 20.0  # top / mean covariance eigenvalue above which the preconditioner is used at once
 CHUNK_BYTES = 1 << 24  # temporaries of row-chunked passes over the features (16 MiB)
-CACHE_BYTES = 1 << 22  # CPU objective: a row chunk stays in cache between its two matmuls (4 MiB)
+CACHE_BYTES = 1 << 22  # CPU passes that reuse a row chunk while it is in cache (objective, standardisation; 4 MiB)
 
 
 @dataclass
@@ -32,14 +32,10 @@ def as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def chunk_rows(x, itemsize: int) -> int:
-    """Rows of `x` per chunk so that a chunk of `itemsize`-byte values takes CHUNK_BYTES."""
-    return max(1, CHUNK_BYTES // (itemsize * max(1, x.shape[1])))
-
-
-def cache_rows(x, itemsize: int) -> int:
-    """Rows of `x` per chunk so that a chunk of `itemsize`-byte values takes CACHE_BYTES."""
-    return max(1, CACHE_BYTES // (itemsize * max(1, x.shape[1])))
+def chunk_rows(x, itemsize: int, budget: int | None = None) -> int:
+    """Rows of `x` per chunk so that a chunk of `itemsize`-byte values takes `budget` bytes
+    (CHUNK_BYTES when None; the cache-sized passes give CACHE_BYTES)."""
+    return max(1, (budget or CHUNK_BYTES) // (itemsize * max(1, x.shape[1])))
 
 
 class TorchLBFGS:
@@ -75,7 +71,7 @@ class TorchLBFGS:
         """
         (x_train, own_train), (x_test, own_test) = (self._on_device(v) for v in (x_train, x_test))
         n = len(x_train)
-        rows = cache_rows(x_train, 4)
+        rows = chunk_rows(x_train, 4, CACHE_BYTES)
         work = _working_dtype(x_train)
         shift = x_train[:rows].to(work).mean(0)
         total = shift.new_zeros(x_train.shape[1], dtype=torch.float64)
@@ -105,7 +101,7 @@ class TorchLBFGS:
         out = x if in_place else torch.empty(x.shape, device=self.device, dtype=torch.float32)
         work = _working_dtype(x)  # float64 inputs are centred in float64, then rounded
         mean, std = mean.to(work), std.to(work)
-        rows = cache_rows(x, 4)
+        rows = chunk_rows(x, 4, CACHE_BYTES)
         for start in range(0, len(x), rows):
             out[start : start + rows] = (x[start : start + rows].to(work) - mean).div_(std)
         return out
@@ -268,7 +264,7 @@ def _lbfgs(pre, x, y, z, b, max_iter: int, tol: float) -> tuple[int, bool]:
     except _Converged:
         return 0, True
     scale = _first_step_scale(first[1:]) if not (z.any() or b.any()) else 1.0
-    u, c = (z / scale).requires_grad_(False), (b / scale).requires_grad_(False)
+    u, c = z / scale, b / scale  # new leaf tensors: L-BFGS steps these, (z, b) get them back below
     opt = torch.optim.LBFGS(
         [u, c],
         lr=1,
@@ -344,7 +340,7 @@ def _objective_rows(x, w) -> int:
     """Rows per chunk of `objective`: cache-sized on the CPU; on a GPU all rows at once,
     or CHUNK_BYTES chunks when x must be cast to w's dtype (the float64 finish)."""
     if x.device.type == "cpu":
-        return cache_rows(x, w.element_size())
+        return chunk_rows(x, w.element_size(), CACHE_BYTES)
     return len(x) if x.dtype == w.dtype else chunk_rows(x, w.element_size())
 
 
